@@ -1,0 +1,46 @@
+// Small helpers shared by every HTTP handler: replies that always carry a short
+// body and always produce one access-log record, query-string parsing, and the
+// client address of a request.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+struct evhttp_request;
+struct evbuffer;
+
+namespace netwine::http {
+
+// Remembers when handling of `req` started, for the access log's duration.
+// The server calls it once per request before dispatching.
+void note_request_start(evhttp_request* req);
+
+// Writes the access-log record of `req` (status, bytes) and forgets its start time.
+// send_reply() and friends call it; a handler that streams its response calls it
+// itself when the response ends.
+void log_request_done(evhttp_request* req, int status, uint64_t body_bytes);
+
+// Sends a complete response and logs it. `body` may be null; it is drained.
+void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* body);
+
+// A complete response with a small text body, e.g. "404 not found\n".
+void send_text(evhttp_request* req, int status, std::string_view body,
+               const char* content_type = "text/plain; charset=utf-8");
+
+// The tunnel error shape of docs/PROTOCOL.md: {"error": CODE, "message": TEXT}.
+void send_json_error(evhttp_request* req, int status, std::string_view code,
+                     std::string_view message);
+
+// The standard reason phrase for a status ("Not Found"); "Unknown" otherwise.
+const char* reason_phrase(int status);
+
+// Value of query parameter `name` in the request URI, percent-decoded;
+// nullopt when absent.
+std::optional<std::string> query_param(evhttp_request* req, const char* name);
+
+// Header lookup on the request (case-insensitive); nullptr when absent.
+const char* request_header(evhttp_request* req, const char* name);
+
+}  // namespace netwine::http

@@ -1,0 +1,2 @@
+#include <doctest/doctest.h>
+// placeholder: filled in by the module author
