@@ -1,1 +1,118 @@
-// placeholder: filled in by the module's author
+#include "log.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include <nlohmann/json.hpp>
+
+namespace netwine::log {
+namespace {
+
+LogLevel g_level = LogLevel::Info;
+LogFormat g_format = LogFormat::Text;
+FILE* g_access = nullptr;  // stderr, a file we own, or null (off)
+bool g_access_owned = false;
+
+const char* level_name(LogLevel l) {
+  switch (l) {
+    case LogLevel::Debug: return "debug";
+    case LogLevel::Info: return "info";
+    case LogLevel::Warn: return "warn";
+    case LogLevel::Error: return "error";
+  }
+  return "?";
+}
+
+// Text fields that contain spaces, quotes or control bytes are quoted and escaped,
+// so a hostile path or origin cannot forge a second record.
+std::string quote_if_needed(const std::string& v) {
+  bool plain = !v.empty();
+  for (unsigned char ch : v)
+    if (ch <= ' ' || ch == '"' || ch == '\\' || ch >= 0x7f) { plain = false; break; }
+  if (plain) return v;
+  std::string out = "\"";
+  for (unsigned char ch : v) {
+    if (ch == '"' || ch == '\\') { out += '\\'; out += static_cast<char>(ch); }
+    else if (ch < ' ' || ch >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", ch);
+      out += buf;
+    } else out += static_cast<char>(ch);
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string configure(LogLevel level, const std::string& access_log, LogFormat format) {
+  g_level = level;
+  g_format = format;
+  if (g_access_owned && g_access) std::fclose(g_access);
+  g_access = nullptr;
+  g_access_owned = false;
+  if (access_log.empty()) return {};
+  if (access_log == "-") {
+    g_access = stderr;
+    return {};
+  }
+  g_access = std::fopen(access_log.c_str(), "a");
+  if (!g_access) return access_log + ": cannot open access log for appending";
+  g_access_owned = true;
+  std::setvbuf(g_access, nullptr, _IOLBF, 0);
+  return {};
+}
+
+bool enabled(LogLevel level) { return static_cast<int>(level) >= static_cast<int>(g_level); }
+
+void write(LogLevel level, const std::string& message) {
+  std::fprintf(stderr, "%s netwine[%s] %s\n", timestamp().c_str(), level_name(level), message.c_str());
+}
+
+void access(std::string_view kind, const Record& r) {
+  if (!g_access) return;
+  std::string line;
+  if (g_format == LogFormat::Json) {
+    nlohmann::json j;
+    j["time"] = timestamp();
+    j["kind"] = std::string(kind);
+    for (const auto& [k, v] : r.text_fields) j[k] = v;
+    for (const auto& [k, v] : r.number_fields) j[k] = v;
+    for (const auto& [k, v] : r.real_fields) j[k] = v;
+    line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  } else {
+    line = timestamp() + " " + std::string(kind);
+    for (const auto& [k, v] : r.text_fields) line += " " + k + "=" + quote_if_needed(v);
+    for (const auto& [k, v] : r.number_fields) line += " " + k + "=" + std::to_string(v);
+    for (const auto& [k, v] : r.real_fields) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.3f", v);
+      line += " " + k + "=" + buf;
+    }
+  }
+  line += "\n";
+  std::fwrite(line.data(), 1, line.size(), g_access);
+  std::fflush(g_access);
+}
+
+std::string redact_key(std::string_view key) {
+  if (key.size() <= 6) return std::string(key);
+  return std::string(key.substr(0, 6)) + "...";
+}
+
+std::string timestamp() {
+  using namespace std::chrono;
+  auto now = system_clock::now();
+  auto secs = time_point_cast<seconds>(now);
+  auto ms = duration_cast<milliseconds>(now - secs).count();
+  std::time_t t = system_clock::to_time_t(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(ms));
+  return buf;
+}
+
+}  // namespace netwine::log

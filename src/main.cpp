@@ -1,1 +1,41 @@
-int main() { return 0; }
+// argv -> Config -> Server -> run loop.
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "config.hpp"
+#include "log.hpp"
+#include "server.hpp"
+
+namespace {
+
+// The directory holding www/ and js-client/ by default: the source tree the
+// binary was built from (build/netwine -> ..), unless NETWINE_HOME says otherwise.
+std::string repo_root() {
+  if (const char* home = std::getenv("NETWINE_HOME")) return home;
+  return NETWINE_SOURCE_DIR;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto outcome = netwine::parse_command_line(argc, argv, repo_root());
+  if (!outcome.config) {
+    if (outcome.exit_code == 0) {
+      std::fputs(outcome.message.c_str(), stdout);
+    } else {
+      std::fprintf(stderr, "netwine: %s\n", outcome.message.c_str());
+    }
+    return outcome.exit_code;
+  }
+  const netwine::Config& cfg = *outcome.config;
+  if (auto err = netwine::log::configure(cfg.log_level, cfg.access_log, cfg.log_format); !err.empty()) {
+    std::fprintf(stderr, "netwine: %s\n", err.c_str());
+    return 2;
+  }
+  netwine::Server server(cfg);
+  return server.run();
+}

@@ -1,1 +1,167 @@
-// placeholder: filled in by the module's author
+#include "http/http_util.hpp"
+
+#include <chrono>
+#include <unordered_map>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <nlohmann/json.hpp>
+
+#include "log.hpp"
+
+namespace netwine::http {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Start times of requests being handled. evhttp has no per-request user pointer,
+// so the table is keyed by the request; entries leave it when the request is logged.
+std::unordered_map<evhttp_request*, Clock::time_point>& start_times() {
+  static std::unordered_map<evhttp_request*, Clock::time_point> table;
+  return table;
+}
+
+const char* method_name(evhttp_cmd_type t) {
+  switch (t) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void note_request_start(evhttp_request* req) { start_times()[req] = Clock::now(); }
+
+std::string peer_address(evhttp_request* req) {
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  if (!conn) return "-";
+  char* addr = nullptr;
+  ev_uint16_t port = 0;
+  evhttp_connection_get_peer(conn, &addr, &port);
+  return addr ? std::string(addr) : std::string("-");
+}
+
+void log_request_done(evhttp_request* req, int status, uint64_t body_bytes) {
+  double secs = 0;
+  auto& table = start_times();
+  if (auto it = table.find(req); it != table.end()) {
+    secs = std::chrono::duration<double>(Clock::now() - it->second).count();
+    table.erase(it);
+  }
+  log::Record r;
+  r.add("client", peer_address(req));
+  r.add("method", method_name(evhttp_request_get_command(req)));
+  const char* uri = evhttp_request_get_uri(req);
+  r.add("path", redact_uri(uri ? uri : "-"));
+  r.add("status", static_cast<int64_t>(status));
+  r.add("bytes", static_cast<int64_t>(body_bytes));
+  r.add_real("duration", secs);
+  log::access("http", r);
+}
+
+void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* body) {
+  uint64_t n = body ? evbuffer_get_length(body) : 0;
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) n = 0;
+  log_request_done(req, status, n);
+  evhttp_send_reply(req, status, reason ? reason : reason_phrase(status), body);
+}
+
+void send_text(evhttp_request* req, int status, std::string_view body, const char* content_type) {
+  evkeyvalq* out = evhttp_request_get_output_headers(req);
+  evhttp_remove_header(out, "Content-Type");
+  evhttp_add_header(out, "Content-Type", content_type);
+  evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+  evbuffer* buf = evbuffer_new();
+  evbuffer_add(buf, body.data(), body.size());
+  send_reply(req, status, nullptr, buf);
+  evbuffer_free(buf);
+}
+
+void send_json_error(evhttp_request* req, int status, std::string_view code, std::string_view message) {
+  nlohmann::json j;
+  j["error"] = std::string(code);
+  j["message"] = std::string(message);
+  send_text(req, status, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+            "application/json");
+}
+
+std::string redact_uri(std::string_view uri) {
+  // Session keys travel in tunnel paths (/netwine/<key>/...) and must never be
+  // logged whole. Any path segment of 20+ key characters is shortened.
+  std::string out;
+  size_t i = 0;
+  while (i < uri.size()) {
+    size_t j = i;
+    auto keych = [](char c) {
+      return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '_';
+    };
+    while (j < uri.size() && keych(uri[j])) ++j;
+    if (j - i >= 20) out += log::redact_key(uri.substr(i, j - i));
+    else out += uri.substr(i, j - i);
+    if (j < uri.size()) out += uri[j];
+    i = j + 1;
+  }
+  return out;
+}
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+  }
+  return "Unknown";
+}
+
+std::optional<std::string> query_param(evhttp_request* req, const char* name) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* query = uri ? evhttp_uri_get_query(uri) : nullptr;
+  if (!query) return std::nullopt;
+  evkeyvalq params;
+  params.tqh_first = nullptr;
+  params.tqh_last = &params.tqh_first;
+  if (evhttp_parse_query_str(query, &params) != 0) {
+    evhttp_clear_headers(&params);
+    return std::nullopt;
+  }
+  std::optional<std::string> out;
+  if (const char* v = evhttp_find_header(&params, name)) out = v;
+  evhttp_clear_headers(&params);
+  return out;
+}
+
+const char* request_header(evhttp_request* req, const char* name) {
+  return evhttp_find_header(evhttp_request_get_input_headers(req), name);
+}
+
+}  // namespace netwine::http

@@ -40,6 +40,12 @@ const char* reason_phrase(int status);
 // nullopt when absent.
 std::optional<std::string> query_param(evhttp_request* req, const char* name);
 
+// The TCP peer address of the request's connection ("-" when gone).
+std::string peer_address(evhttp_request* req);
+
+// `uri` with anything that looks like a session key shortened (keys are never logged whole).
+std::string redact_uri(std::string_view uri);
+
 // Header lookup on the request (case-insensitive); nullptr when absent.
 const char* request_header(evhttp_request* req, const char* name);
 

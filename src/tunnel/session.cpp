@@ -1,1 +1,377 @@
-// placeholder: filled in by the module's author
+#include "tunnel/session.hpp"
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "log.hpp"
+#include "tunnel/manager.hpp"
+#include "tunnel/offsets.hpp"
+
+namespace netwine::tunnel {
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+timeval to_timeval(double s) {
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(s);
+  tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
+  return tv;
+}
+
+}  // namespace
+
+Session::Session(Manager& manager, std::string key, std::string client, std::string origin,
+                 std::string target, bool resumable)
+    : manager_(manager),
+      key_(std::move(key)),
+      client_(std::move(client)),
+      origin_(std::move(origin)),
+      target_label_(std::move(target)),
+      resumable_(resumable),
+      down_(evbuffer_new()),
+      up_pending_(evbuffer_new()),
+      created_(now_seconds()) {
+  idle_timer_.reset(evtimer_new(manager_.base(), &Session::on_idle_timeout, this));
+  arm_idle_timer();
+}
+
+Session::~Session() {
+  if (transport_) {
+    Transport* t = transport_;
+    transport_ = nullptr;
+    t->on_detached(close_code_ ? close_code_ : close_code::kGoingAway,
+                   close_reason_.empty() ? "session ended" : close_reason_);
+  }
+}
+
+// ---------------------------------------------------------------- target side
+
+void Session::on_connected(BuffereventPtr target, const std::string& address) {
+  if (state_ != State::Connecting) {
+    manager_.dispose(std::move(target));
+    return;
+  }
+  target_ = std::move(target);
+  target_address_ = address;
+  bufferevent* bev = target_.get();
+  bufferevent_setcb(bev, &Session::on_target_read, &Session::on_target_write,
+                    &Session::on_target_event, this);
+  // The write callback fires once the target has taken all but half a buffer:
+  // that is when held sends and stopped WebSocket readers may go on.
+  bufferevent_setwatermark(bev, EV_WRITE, manager_.config().session_buffer / 2, 0);
+  bufferevent_set_max_single_write(bev, 1 << 20);
+  bufferevent_enable(bev, EV_READ | EV_WRITE);
+  state_ = State::Open;
+  if (evbuffer_get_length(up_pending_.get()))
+    evbuffer_add_buffer(bufferevent_get_output(bev), up_pending_.get());
+  log::debug("session ", log::redact_key(key_), " connected to ", address);
+  notify();
+}
+
+void Session::on_connect_failed(int code, const std::string& reason) {
+  if (state_ != State::Connecting) return;
+  end(code, reason);
+}
+
+void Session::on_target_read(bufferevent*, void* self) { static_cast<Session*>(self)->do_target_read(); }
+void Session::on_target_write(bufferevent*, void* self) { static_cast<Session*>(self)->do_target_write(); }
+
+void Session::on_target_event(bufferevent*, short what, void* self) {
+  auto* s = static_cast<Session*>(self);
+  if (what & BEV_EVENT_EOF) {
+    s->do_target_read();  // anything still in the input buffer comes first
+    s->end(close_code::kNormal, "target closed the connection");
+  } else if (what & BEV_EVENT_ERROR) {
+    int err = EVUTIL_SOCKET_ERROR();
+    s->do_target_read();
+    s->end(close_code::kTargetError,
+           std::string("target connection failed: ") + evutil_socket_error_to_string(err));
+  }
+}
+
+void Session::do_target_read() {
+  if (!target_) return;
+  evbuffer* in = bufferevent_get_input(target_.get());
+  size_t n = evbuffer_get_length(in);
+  if (n == 0) return;
+  evbuffer_add_buffer(down_.get(), in);  // moves chains, no copy
+  down_end_ += n;
+  update_target_reading();
+  notify();
+}
+
+void Session::update_target_reading() {
+  if (!target_ || state_ != State::Open) return;
+  // Back-pressure: past session-buffer unacknowledged bytes, stop reading the
+  // target; TCP flow control then slows it down.
+  if (evbuffer_get_length(down_.get()) >= manager_.config().session_buffer)
+    bufferevent_disable(target_.get(), EV_READ);
+  else
+    bufferevent_enable(target_.get(), EV_READ);
+}
+
+void Session::do_target_write() {
+  if (client_closing_) {
+    if (target_ && evbuffer_get_length(bufferevent_get_output(target_.get())) == 0)
+      finish_client_close();
+    return;
+  }
+  if (room_waiter_) {
+    auto fn = std::move(room_waiter_);
+    room_waiter_ = nullptr;
+    fn();
+  }
+  if (transport_) transport_->on_upstream_room();
+}
+
+// ------------------------------------------------------------- transport side
+
+std::string Session::attach(Transport* t, uint64_t ack_offset) {
+  if (state_ == State::Ended) return "session has ended";
+  if (ack_offset < down_base_)
+    return "offset " + std::to_string(ack_offset) + " was acknowledged before and is no longer kept (oldest kept: " +
+           std::to_string(down_base_) + ")";
+  if (!ack(ack_offset)) return "offset " + std::to_string(ack_offset) + " is past the data sent (" +
+                               std::to_string(down_max_sent_) + ")";
+  if (transport_ && transport_ != t) {
+    Transport* old = transport_;
+    transport_ = nullptr;
+    old->on_detached(close_code::kReplaced, "another transport took over the session");
+  }
+  transport_ = t;
+  used_.insert(t->name());
+  down_sent_ = down_base_;  // resend everything not acknowledged
+  evtimer_del(idle_timer_.get());
+  return {};
+}
+
+void Session::detach(Transport* t) {
+  if (transport_ != t) return;
+  transport_ = nullptr;
+  if (state_ == State::Ended) return;
+  if (!resumable_) {
+    // Nothing can come back for a non-resumable session: end it now.
+    if (state_ != State::Ending) end(close_code::kNormal, "client went away");
+    retire();
+    return;
+  }
+  arm_idle_timer();
+}
+
+size_t Session::pull(evbuffer* out, size_t max) {
+  size_t n = std::min(max, unsent());
+  if (n == 0) return 0;
+  if (!resumable_) {
+    evbuffer_remove_buffer(down_.get(), out, n);  // moves whole chains
+    down_base_ += n;
+  } else {
+    evbuffer_ptr pos;
+    evbuffer_ptr_set(down_.get(), &pos, static_cast<size_t>(down_sent_ - down_base_), EVBUFFER_PTR_SET);
+    evbuffer_iovec v;
+    evbuffer_reserve_space(out, static_cast<ev_ssize_t>(n), &v, 1);
+    evbuffer_copyout_from(down_.get(), &pos, v.iov_base, n);
+    v.iov_len = n;
+    evbuffer_commit_space(out, &v, 1);
+  }
+  down_sent_ += n;
+  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  if (!resumable_) update_target_reading();
+  return n;
+}
+
+size_t Session::pull(uint8_t* out, size_t max) {
+  size_t n = std::min(max, unsent());
+  if (n == 0) return 0;
+  evbuffer_ptr pos;
+  evbuffer_ptr_set(down_.get(), &pos, static_cast<size_t>(down_sent_ - down_base_), EVBUFFER_PTR_SET);
+  evbuffer_copyout_from(down_.get(), &pos, out, n);
+  down_sent_ += n;
+  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  if (!resumable_) {
+    evbuffer_drain(down_.get(), n);
+    down_base_ += n;
+    update_target_reading();
+  }
+  return n;
+}
+
+bool Session::ack(uint64_t ack_offset) {
+  auto d = decide_ack(down_base_, down_max_sent_, ack_offset);
+  if (d.kind == AckDecision::Kind::Invalid) return false;
+  if (d.kind == AckDecision::Kind::Advance) {
+    evbuffer_drain(down_.get(), static_cast<size_t>(d.drop));
+    down_base_ = ack_offset;
+    if (down_sent_ < down_base_) down_sent_ = down_base_;
+    update_target_reading();
+  }
+  if (close_delivered_ && down_base_ == down_end_ && state_ == State::Ending) retire();
+  return true;
+}
+
+void Session::close_delivered() {
+  close_delivered_ = true;
+  if (!resumable_ || down_base_ == down_end_) retire();
+}
+
+Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint64_t& next) {
+  size_t len = evbuffer_get_length(data);
+  next = up_next_;
+  if (state_ == State::Ending || state_ == State::Ended || client_closing_) {
+    evbuffer_drain(data, len);
+    return SendStatus::Closed;
+  }
+  auto d = decide_upstream(up_next_, offset, len);
+  if (d.kind == UpstreamDecision::Kind::Gap) return SendStatus::Gap;
+  if (d.kind == UpstreamDecision::Kind::Duplicate) {
+    evbuffer_drain(data, len);
+    return SendStatus::Duplicate;
+  }
+  evbuffer_drain(data, static_cast<size_t>(d.skip));
+  size_t fresh = len - static_cast<size_t>(d.skip);
+  evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  evbuffer_add_buffer(sink, data);
+  up_next_ += fresh;
+  next = up_next_;
+  return SendStatus::Applied;
+}
+
+Session::SendStatus Session::send_upstream(uint64_t offset, const uint8_t* data, size_t len,
+                                           uint64_t& next) {
+  next = up_next_;
+  if (state_ == State::Ending || state_ == State::Ended || client_closing_) return SendStatus::Closed;
+  auto d = decide_upstream(up_next_, offset, len);
+  if (d.kind == UpstreamDecision::Kind::Gap) return SendStatus::Gap;
+  if (d.kind == UpstreamDecision::Kind::Duplicate) return SendStatus::Duplicate;
+  evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  evbuffer_add(sink, data + d.skip, len - static_cast<size_t>(d.skip));
+  up_next_ += len - d.skip;
+  next = up_next_;
+  return SendStatus::Applied;
+}
+
+bool Session::upstream_full() const {
+  const evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  return evbuffer_get_length(sink) >= manager_.config().session_buffer;
+}
+
+void Session::client_close() {
+  if (state_ == State::Ended) return;
+  client_closing_ = true;
+  if (state_ != State::Ending) {
+    state_ = State::Ending;
+    close_code_ = close_code::kNormal;
+    close_reason_ = "closed by the client";
+  }
+  if (transport_) {
+    Transport* t = transport_;
+    transport_ = nullptr;
+    t->on_detached(close_code_, close_reason_);
+  }
+  if (target_) {
+    bufferevent_disable(target_.get(), EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(target_.get())) == 0) finish_client_close();
+    // else: do_target_write() finishes once the target has taken everything.
+    // Bounded: the idle timer retires the session if the target never reads.
+    arm_idle_timer();
+  } else {
+    retire();
+  }
+}
+
+void Session::finish_client_close() {
+  if (target_) {
+    // Half-close first so the target sees EOF after the last byte, then let go.
+    evutil_socket_t fd = bufferevent_getfd(target_.get());
+    if (fd >= 0) ::shutdown(fd, SHUT_WR);
+    manager_.dispose(std::move(target_));
+  }
+  retire();
+}
+
+void Session::end(int code, const std::string& reason) {
+  if (state_ == State::Ending || state_ == State::Ended) return;
+  state_ = State::Ending;
+  close_code_ = code;
+  close_reason_ = reason;
+  if (target_) manager_.dispose(std::move(target_));
+  if (evbuffer_get_length(up_pending_.get())) evbuffer_drain(up_pending_.get(), evbuffer_get_length(up_pending_.get()));
+  log::debug("session ", log::redact_key(key_), " ending: ", code, " ", reason);
+  if (transport_) notify();
+  else if (!resumable_) retire();
+  else arm_idle_timer();
+}
+
+// ------------------------------------------------------------------- helpers
+
+void Session::notify() {
+  if (!transport_ || notifying_) return;
+  notifying_ = true;
+  transport_->on_session_update();
+  notifying_ = false;
+}
+
+void Session::arm_idle_timer() {
+  if (state_ == State::Ended) return;
+  timeval tv = to_timeval(manager_.config().session_idle_timeout);
+  evtimer_add(idle_timer_.get(), &tv);
+}
+
+void Session::on_idle_timeout(evutil_socket_t, short, void* self) {
+  auto* s = static_cast<Session*>(self);
+  if (s->transport_ && !s->client_closing_) return;  // attached since: not idle
+  if (s->state_ != State::Ending) {
+    s->state_ = State::Ending;
+    s->close_code_ = close_code::kIdleTimeout;
+    s->close_reason_ = "session idle timeout: no transport attached";
+  }
+  s->retire();
+}
+
+void Session::retire() {
+  if (state_ == State::Ended) return;
+  if (state_ != State::Ending || close_code_ == 0) {
+    close_code_ = close_code_ ? close_code_ : close_code::kNormal;
+  }
+  state_ = State::Ended;
+  evtimer_del(idle_timer_.get());
+  if (transport_) {
+    Transport* t = transport_;
+    transport_ = nullptr;
+    t->on_detached(close_code_, close_reason_);
+  }
+  if (target_) manager_.dispose(std::move(target_));
+  log_record();
+  manager_.retire(this);
+}
+
+const char* Session::transport_name() const { return transport_ ? transport_->name() : "none"; }
+
+std::string Session::transports_used() const {
+  std::string out;
+  for (const auto& t : used_) out += (out.empty() ? "" : ",") + t;
+  return out.empty() ? "none" : out;
+}
+
+double Session::age_seconds() const { return now_seconds() - created_; }
+
+void Session::log_record() {
+  log::Record r;
+  r.add("session", log::redact_key(key_));
+  r.add("client", client_);
+  r.add("origin", origin_.empty() ? "-" : origin_);
+  r.add("target", target_label_);
+  r.add("address", target_address_.empty() ? "-" : target_address_);
+  r.add("transports", transports_used());
+  r.add("close", std::to_string(close_code_) + " " + close_reason_);
+  r.add("bytes_up", static_cast<int64_t>(up_next_));
+  r.add("bytes_down", static_cast<int64_t>(down_end_));
+  r.add_real("duration", age_seconds());
+  log::access("session", r);
+}
+
+}  // namespace netwine::tunnel

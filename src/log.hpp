@@ -1,0 +1,51 @@
+// The server log (levels, stderr) and the access log (one record per HTTP request
+// and one per tunnel session, text or JSON lines).
+#pragma once
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config.hpp"
+
+namespace netwine::log {
+
+// Configures both logs. Returns an error text if the access log cannot be opened.
+std::string configure(LogLevel level, const std::string& access_log, LogFormat format);
+bool enabled(LogLevel level);
+void write(LogLevel level, const std::string& message);
+
+template <typename... Args>
+void emit(LogLevel level, Args&&... args) {
+  if (!enabled(level)) return;
+  std::ostringstream os;
+  (os << ... << args);
+  write(level, os.str());
+}
+template <typename... Args> void debug(Args&&... a) { emit(LogLevel::Debug, a...); }
+template <typename... Args> void info(Args&&... a) { emit(LogLevel::Info, a...); }
+template <typename... Args> void warn(Args&&... a) { emit(LogLevel::Warn, a...); }
+template <typename... Args> void error(Args&&... a) { emit(LogLevel::Error, a...); }
+
+// One access-log record: ordered fields, written as `k=v` text or a JSON object.
+struct Record {
+  std::vector<std::pair<std::string, std::string>> text_fields;
+  std::vector<std::pair<std::string, int64_t>> number_fields;
+  std::vector<std::pair<std::string, double>> real_fields;
+  Record& add(std::string k, std::string v) { text_fields.emplace_back(std::move(k), std::move(v)); return *this; }
+  Record& add(std::string k, int64_t v) { number_fields.emplace_back(std::move(k), v); return *this; }
+  Record& add_real(std::string k, double v) { real_fields.emplace_back(std::move(k), v); return *this; }
+};
+
+// Writes `record` of `kind` ("http" or "session") to the access log, if one is open.
+void access(std::string_view kind, const Record& record);
+
+// A secret shortened for logs: the first 6 characters and an ellipsis.
+std::string redact_key(std::string_view key);
+
+// Now as ISO 8601 UTC with milliseconds.
+std::string timestamp();
+
+}  // namespace netwine::log

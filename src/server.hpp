@@ -1,0 +1,96 @@
+// The server: one event_base, one evhttp on every --listen address, the routes
+// (static files, /netwine.js, the tunnel prefix, status and metrics), signals and
+// connection accounting. Everything runs on one thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config.hpp"
+#include "event_handles.hpp"
+
+namespace netwine {
+
+namespace http { class StaticSite; }
+namespace tunnel { class Manager; }
+class DemoService;
+
+class Server {
+ public:
+  explicit Server(Config config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds, serves until SIGTERM/SIGINT, drains, returns the process exit code.
+  int run();
+
+  event_base* base() const { return base_.get(); }
+  evdns_base* dns() const { return dns_.get(); }
+  const Config& config() const { return config_; }
+
+  // Runs `fn` once when `conn` closes (or the server frees it), before the
+  // connection's memory goes away. One watcher per connection; a second call
+  // replaces the first; unwatch() forgets it (the tunnel code clears its watcher when
+  // a held response completes, so a keep-alive connection never calls a stale one).
+  void watch_close(evhttp_connection* conn, std::function<void()> fn);
+  void unwatch_close(evhttp_connection* conn);
+
+  // True if `req` arrived over TLS (what the browser's origin scheme is).
+  bool is_tls(evhttp_request* req) const;
+
+  // True while shutting down: new sessions are refused with 503.
+  bool draining() const { return draining_; }
+
+ private:
+  struct Listener;
+  struct ConnGuard;
+
+  bool bind_all();
+  void write_port_file();
+  void reload();
+  void begin_shutdown(const char* why);
+  void finish_shutdown();
+
+  static void on_request(evhttp_request* req, void* self);
+  void do_request(evhttp_request* req);
+  static bufferevent* on_new_connection(event_base* base, void* self);
+  bufferevent* do_new_connection();
+  static void on_connection_close(evhttp_connection* conn, void* self);
+  void do_connection_close(evhttp_connection* conn);
+  static void on_signal(evutil_socket_t sig, short, void* self);
+  static void on_accept_error(evconnlistener* l, void* self);
+  static void on_resume_accepting(evutil_socket_t, short, void* self);
+  void pause_accepting(double seconds);
+  void note_connection_gone();
+  void guards_done(ConnGuard* g);
+
+  static Server* active_;  // for callbacks whose argument libevent owns
+
+  Config config_;
+  EventBasePtr base_;
+  DnsBasePtr dns_;
+  EvhttpPtr http_;
+  std::vector<std::string> bound_;            // "HOST:PORT" actually bound
+  std::vector<evconnlistener*> listeners_;    // owned by http_ once bound
+  std::vector<EventPtr> signals_;
+  EventPtr resume_accept_;
+  EventPtr drain_timer_;
+  std::unique_ptr<http::StaticSite> static_site_;
+  std::unique_ptr<tunnel::Manager> tunnels_;
+  std::unique_ptr<DemoService> demo_;
+  // Connections that have dispatched a request: their close watchers.
+  std::unordered_map<evhttp_connection*, std::function<void()>> close_watchers_;
+  std::unordered_map<evhttp_connection*, bool> known_connections_;
+  std::unordered_map<bufferevent*, std::unique_ptr<ConnGuard>> guards_;
+  uint64_t open_connections_ = 0;
+  bool accept_paused_ = false;
+  bool draining_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace netwine

@@ -1,0 +1,186 @@
+// A session (SPEC §2): one target connection plus the state needed to talk to it
+// from any transport, named by a key. Downstream bytes (target -> client) are kept
+// until the client acknowledges them, so any transport attaching later with its
+// last acknowledged offset gets exactly the bytes it lacks; upstream bytes carry
+// offsets, so a retried send is applied once.
+//
+// Ownership: the Manager owns every Session. A Session never deletes itself; it
+// asks the Manager to retire it, which frees it from a zero-timeout event (STYLE
+// habit 6), so a Session may call retire() from inside its own callbacks.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+
+#include "event_handles.hpp"
+
+namespace netwine::tunnel {
+
+class Manager;
+
+// Close codes carried in "C" frames and WebSocket close frames (docs/PROTOCOL.md).
+// They are WebSocket-compatible so the browser client can hand them to onclose.
+namespace close_code {
+constexpr int kNormal = 1000;         // target closed, or closed by the client
+constexpr int kGoingAway = 1001;      // netwine is shutting down
+constexpr int kPolicy = 1008;         // not allowed (origin, target rules)
+constexpr int kTooBig = 1009;         // a message over the size limit
+constexpr int kTargetError = 1011;    // target connect failed or the connection broke
+constexpr int kIdleTimeout = 4001;    // no transport attached for session-idle-timeout
+constexpr int kReplaced = 4002;       // another transport took the session over
+}  // namespace close_code
+
+// The client side of a session: a streaming response, a long poll or a WebSocket.
+// Exactly one transport is attached at a time.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual const char* name() const = 0;  // "stream", "poll", "websocket"
+  // The session has downstream bytes past sent_offset(), or its state changed
+  // (connected, ending): pull what you can take, then look at the state.
+  virtual void on_session_update() = 0;
+  // Another transport attached, or the session is being freed: stop using the
+  // session now (it may be gone after this returns) and finish your client side.
+  virtual void on_detached(int code, const std::string& reason) = 0;
+  // Upstream room is available again after upstream_full() said no.
+  virtual void on_upstream_room() {}
+};
+
+class Session {
+ public:
+  enum class State {
+    Connecting,  // resolving/connecting to the target; the client may already be attached
+    Open,        // target connected: bytes flow both ways
+    Ending,      // target finished, failed or the client closed: deliver what is
+                 // buffered downstream, then the close code and reason
+    Ended,       // retired: waiting to be freed; nothing may be done with it
+  };
+
+  // `resumable` sessions keep downstream bytes until acknowledged; the others
+  // (websockify-compatible WebSockets) count bytes as acknowledged once pulled.
+  Session(Manager& manager, std::string key, std::string client, std::string origin,
+          std::string target, bool resumable);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // --- target side ---
+  void on_connected(BuffereventPtr target, const std::string& address);
+  void on_connect_failed(int code, const std::string& reason);
+
+  // --- transport side ---
+  // Attaches `t` (detaching any other with kReplaced), acknowledging `ack` first.
+  // Returns "" or an error for the client (an ack past what was ever sent).
+  std::string attach(Transport* t, uint64_t ack);
+  // `t` goes away (connection closed, response ended). No-op if not attached.
+  void detach(Transport* t);
+  bool attached(const Transport* t) const { return transport_ == t; }
+
+  // Downstream. Bytes [acked, end) are kept; [sent, end) not yet given to the
+  // current transport.
+  uint64_t acked_offset() const { return down_base_; }
+  uint64_t sent_offset() const { return down_sent_; }
+  uint64_t end_offset() const { return down_end_; }
+  size_t unsent() const { return static_cast<size_t>(down_end_ - down_sent_); }
+  // Appends up to `max` unsent bytes to `out` and advances sent_offset; returns
+  // how many. Copies for resumable sessions (they are kept until acknowledged),
+  // moves evbuffer chains otherwise.
+  size_t pull(evbuffer* out, size_t max);
+  // As pull(), into contiguous memory.
+  size_t pull(uint8_t* out, size_t max);
+  // Records that the client holds every byte before `ack`. False if `ack` is past
+  // what was sent (a broken client).
+  bool ack(uint64_t ack);
+  // True once the session is Ending and every byte has been pulled: the current
+  // transport should now deliver close_code()/close_reason().
+  bool ready_to_close() const { return state_ == State::Ending && unsent() == 0; }
+  int close_code() const { return close_code_; }
+  const std::string& close_reason() const { return close_reason_; }
+  // The transport has delivered the close to the client.
+  void close_delivered();
+
+  // Upstream.
+  enum class SendStatus {
+    Applied,    // written (or partly: the rest were duplicates)
+    Duplicate,  // every byte was applied before
+    Gap,        // offset past the expected one: refused
+    Closed,     // the session no longer takes data
+  };
+  // Writes the part of `data` (starting at upstream `offset`) not applied before.
+  // `data` is drained. `next` gets the next expected upstream offset.
+  SendStatus send_upstream(uint64_t offset, evbuffer* data, uint64_t& next);
+  SendStatus send_upstream(uint64_t offset, const uint8_t* data, size_t len, uint64_t& next);
+  uint64_t upstream_offset() const { return up_next_; }
+  // True while the target has not taken session-buffer bytes: stop feeding it.
+  bool upstream_full() const;
+  // Called once when upstream room frees up (for a held HTTP send).
+  void when_upstream_room(std::function<void()> fn) { room_waiter_ = std::move(fn); }
+
+  // The client closes: flush upstream, shut the target's write side, end.
+  void client_close();
+  // End with `code`/`reason` (server shutdown, idle timeout, target error).
+  void end(int code, const std::string& reason);
+  // Retire at once without waiting for delivery (shutdown of a detached session).
+  void retire_now() { retire(); }
+
+  // Why connecting failed, in HTTP terms, for transports that have not answered
+  // their request yet (the open request): status, error code, message.
+  struct ConnectFailure {
+    int status = 0;
+    std::string code, message;
+  };
+  void set_connect_failure(ConnectFailure f) { connect_failure_ = std::move(f); }
+  const ConnectFailure& connect_failure() const { return connect_failure_; }
+
+  // --- facts for status, logs and the manager ---
+  const std::string& key() const { return key_; }
+  const std::string& client() const { return client_; }
+  const std::string& target() const { return target_label_; }
+  State state() const { return state_; }
+  bool resumable() const { return resumable_; }
+  const char* transport_name() const;
+  std::string transports_used() const;
+  double age_seconds() const;
+  uint64_t bytes_up() const { return up_next_; }
+  uint64_t bytes_down() const { return down_end_; }
+
+ private:
+  static void on_target_read(bufferevent* bev, void* self);
+  static void on_target_write(bufferevent* bev, void* self);
+  static void on_target_event(bufferevent* bev, short what, void* self);
+  static void on_idle_timeout(evutil_socket_t, short, void* self);
+  void do_target_read();
+  void do_target_write();
+  void update_target_reading();
+  void notify();
+  void arm_idle_timer();
+  void finish_client_close();
+  void retire();
+  void log_record();
+
+  Manager& manager_;
+  std::string key_, client_, origin_, target_label_, target_address_;
+  bool resumable_;
+  State state_ = State::Connecting;
+  BuffereventPtr target_;
+  EvbufferPtr down_;          // bytes [down_base_, down_end_)
+  uint64_t down_base_ = 0, down_sent_ = 0, down_end_ = 0;
+  uint64_t down_max_sent_ = 0;  // highest offset ever given to any transport
+  EvbufferPtr up_pending_;      // upstream bytes received while still connecting
+  bool close_delivered_ = false;
+  ConnectFailure connect_failure_;
+  uint64_t up_next_ = 0;
+  Transport* transport_ = nullptr;
+  std::set<std::string> used_;
+  EventPtr idle_timer_;
+  std::function<void()> room_waiter_;
+  int close_code_ = 0;
+  std::string close_reason_;
+  bool client_closing_ = false;
+  bool notifying_ = false;
+  double created_;  // monotonic seconds
+};
+
+}  // namespace netwine::tunnel
