@@ -135,11 +135,11 @@ std::optional<Frame> FrameReader::next() {
     fail("empty frame line");
     return std::nullopt;
   }
+  char type = line[0];
   Frame f{};
   size_t consumed = nl + 1 - pos_;
-  char type = line[0];
   std::string_view rest = line.size() > 2 ? line.substr(2) : std::string_view();
-  if (line.size() > 1 && line[1] != ' ') {
+  if (type != 'O' && line.size() > 1 && line[1] != ' ') {
     fail("malformed frame line");
     return std::nullopt;
   }
