@@ -1,4 +1,5 @@
 // argv -> Config -> Server -> run loop.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <climits>
@@ -19,6 +20,17 @@ std::string repo_root() {
   return NETWINE_SOURCE_DIR;
 }
 
+// Every session costs two descriptors: raise the soft limit to the hard one so the
+// session limits, not the descriptor limit, decide. EMFILE is still handled (the
+// listener pauses), so a low hard limit degrades instead of failing.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -36,6 +48,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "netwine: %s\n", err.c_str());
     return 2;
   }
+  raise_fd_limit();
   netwine::Server server(cfg);
   return server.run();
 }
