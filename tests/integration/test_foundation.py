@@ -8,7 +8,21 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import BINARY, http_raw
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A small web root and client dir, so these tests do not depend on www/'s contents."""
+    www = tmp_path / "www"
+    js = tmp_path / "js"
+    www.mkdir()
+    js.mkdir()
+    (www / "index.html").write_text("<!doctype html><title>t</title>hello")
+    (js / "netwine.js").write_text("var Netwine = {};\n")
+    return ["--www", str(www), "--js-client", str(js)]
 
 
 def run_cli(*args, timeout=10):
@@ -81,8 +95,8 @@ def test_sigint_exits_zero(netwine):
     assert n.proc.wait(15) == 0
 
 
-def test_sighup_keeps_serving(netwine):
-    n = netwine("--access-log", "")
+def test_sighup_keeps_serving(netwine, site):
+    n = netwine("--access-log", "", *site)
     n.signal(signal.SIGHUP)
     r = http_raw(n.host, n.port, b"GET /netwine.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(r) == 200
@@ -107,8 +121,8 @@ def test_demo_service_answers_a_plain_tcp_client(netwine):
         assert f.read() == b""  # the service closes after bye
 
 
-def test_index_and_client_library_served(netwine):
-    n = netwine("--demo", "--access-log", "")
+def test_index_and_client_library_served(netwine, site):
+    n = netwine("--demo", "--access-log", "", *site)
     r = http_raw(n.host, n.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(r) == 200 and b"text/html" in r.split(b"\r\n\r\n")[0]
     r = http_raw(n.host, n.port, b"GET /netwine.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -116,8 +130,8 @@ def test_index_and_client_library_served(netwine):
     assert status_of(r) == 200 and b"javascript" in head
 
 
-def test_oversize_head_refused_and_server_keeps_serving(netwine):
-    n = netwine("--access-log", "", "--max-header-size", "4K")
+def test_oversize_head_refused_and_server_keeps_serving(netwine, site):
+    n = netwine("--access-log", "", "--max-header-size", "4K", *site)
     r = http_raw(n.host, n.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
     assert status_of(r) in (400, 431)
     r = http_raw(n.host, n.port, b"GET /netwine.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -132,8 +146,8 @@ def test_oversize_body_gets_413(netwine):
     assert status_of(r) == 413
 
 
-def test_dribbled_head_is_cut_off_by_the_deadline(netwine):
-    n = netwine("--access-log", "", "--header-timeout", "1", "--http-idle-timeout", "30")
+def test_dribbled_head_is_cut_off_by_the_deadline(netwine, site):
+    n = netwine("--access-log", "", "--header-timeout", "1", "--http-idle-timeout", "30", *site)
     s = n.connect()
     start = time.monotonic()
     closed = False
@@ -188,8 +202,8 @@ def test_access_log_records_each_request(tmp_path, netwine):
     assert "duration" in rec and "bytes" in rec and "time" in rec
 
 
-def test_listen_on_ipv6_loopback(netwine):
-    n = netwine("--access-log", "", "--listen", "[::1]:0")
+def test_listen_on_ipv6_loopback(netwine, site):
+    n = netwine("--access-log", "", "--listen", "[::1]:0", *site)
     with socket.create_connection(("::1", n.port), timeout=10) as s:
         s.sendall(b"GET /netwine.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert s.recv(12).startswith(b"HTTP/1.1 200")
