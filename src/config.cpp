@@ -220,6 +220,9 @@ const std::vector<Option>& options() {
       {"tls-key", Kind::String, "", "PEM private key", str(&Config::tls_key)},
       {"tls-only", Kind::Bool, "false", "refuse plain HTTP when TLS is configured",
        boolean(&Config::tls_only)},
+      {"target-ca", Kind::String, "",
+       "PEM file of CA certificates trusted for tls:// targets, besides the system store",
+       str(&Config::target_ca)},
   };
   return table;
 }
@@ -280,7 +283,8 @@ std::string apply_json(Config& c, const std::string& text, const std::string& so
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for numbers like 6e1500
     return source + ": not valid JSON: " + e.what();
   }
   if (!doc.is_object()) return source + ": the top level must be a JSON object";

@@ -76,6 +76,9 @@ std::optional<std::vector<uint8_t>> base64_decode(std::string_view in) {
       }
     }
     uint32_t w = (uint32_t(v[0]) << 18) | (uint32_t(v[1]) << 12) | (uint32_t(v[2]) << 6) | uint32_t(v[3]);
+    // Canonical encodings only (RFC 4648 3.5): bits under the padding must be
+    // zero, so every byte string has exactly one accepted spelling.
+    if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff))) return std::nullopt;
     out.push_back(static_cast<uint8_t>(w >> 16));
     if (pad < 2) out.push_back(static_cast<uint8_t>(w >> 8));
     if (pad < 1) out.push_back(static_cast<uint8_t>(w));

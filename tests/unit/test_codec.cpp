@@ -79,6 +79,8 @@ TEST_SUITE("tunnel codec") {
     CHECK_FALSE(base64_decode("Zg==Zg=="));  // data after padding
     CHECK_FALSE(base64_decode("Zm9v\n"));    // stray characters
     CHECK_FALSE(base64_decode("Zm-v"));      // base64url is not accepted here
+    CHECK_FALSE(base64_decode("bGP="));      // non-canonical: bits under the padding set (fuzz finding)
+    CHECK_FALSE(base64_decode("Zh=="));
   }
 
   TEST_CASE("every frame kind, split at every byte offset, in both framings") {

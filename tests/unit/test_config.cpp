@@ -92,6 +92,7 @@ TEST_SUITE("config") {
         {R"([1,2])", "n.json: the top level must be a JSON object"},
         {R"({"demo": tru})", "n.json: not valid JSON"},
         {R"({"config": "x.json"})", "n.json: unknown key \"config\""},
+        {R"({"li":6e1500})", "n.json: not valid JSON"},  // number overflow (fuzz finding)
     };
     for (const auto& c : cases) {
       auto o = parse_json_config(c.json, "n.json", "/r");
