@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# bench/run.sh — netwine side by side with socat and websockify, in one run.
+#
+#   bash bench/run.sh                 # about 3-4 minutes with the defaults
+#   REPS=5 PIN=split bash bench/run.sh
+#
+# What it does: builds netwine and nwbench (release, $BUILD), copies the netwine
+# binary aside (a rebuild during the run cannot swap it), builds the shared
+# harness's C echo target (tcpserv) in a temp dir, installs socat/websockify if
+# they are missing (Debian, root), starts tcpserv, netwine, socat and websockify
+# once, and for each rep runs every test on every target, rotating the target
+# order each rep so that drift hits all alike. Prints a markdown table of
+# medians [min-max] and the ratios netwine/socat and netwine/websockify, and
+# writes results.txt (one key=value line per run), table.md and logs to $OUT.
+#
+# Knobs (defaults in brackets):
+#   REPS [3]  TPUT_SECS [1]  LAT_SECS [1]  K [500] (idle connections / poll sessions)
+#   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
+#   TARGETS ["raw netwine socat websockify"]  (raw: the echo target itself, no relay)
+#   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns stream poll_c1 poll_c8 poll_idle"]
+#   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
+#   BUILD [build-bench]  BASE_PORT [19600]  OUT [/tmp/nwbench-<timestamp>]
+# Loopback only; every client run is capped with -t and `timeout`.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
+[ -d "$SHARED_BENCH" ] || SHARED_BENCH=/work/shared/bench
+REPS=${REPS:-3}
+TPUT_SECS=${TPUT_SECS:-1}
+LAT_SECS=${LAT_SECS:-1}
+K=${K:-500}
+PIN=${PIN:-none}
+TARGETS=${TARGETS:-"raw netwine socat websockify"}
+TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns stream poll_c1 poll_c8 poll_idle"}
+STREAM_SEND=${STREAM_SEND:-256K}
+BUILD=${BUILD:-build-bench}
+BASE=${BASE_PORT:-19600}
+OUT=${OUT:-/tmp/nwbench-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/nwbench-work.XXXXXX)
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NCPU=$(nproc)
+ALLCPU="0-$((NCPU - 1))"
+
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
+
+# ---- build ----
+cd "$ROOT" || exit 1
+if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" --buildtype=release >"$OUT/build.log" 2>&1 || { log "meson setup failed: $OUT/build.log"; exit 1; }
+fi
+meson compile -C "$BUILD" netwine nwbench >>"$OUT/build.log" 2>&1 || { log "build failed: $OUT/build.log"; exit 1; }
+cp "$BUILD/src/netwine" "$WORK/netwine"
+cp "$BUILD/bench/nwbench" "$WORK/nwbench"
+NWB=$WORK/nwbench
+NETWINE=$WORK/netwine
+
+# The shared dir is read-only: build its echo target in our temp dir.
+mkdir -p "$WORK/shared"
+cp -r "$SHARED_BENCH/src" "$SHARED_BENCH/build.sh" "$WORK/shared/" 2>/dev/null
+if ! (cd "$WORK/shared" && sh ./build.sh >>"$OUT/build.log" 2>&1); then
+    log "could not build the shared tcpserv (needs gcc): $OUT/build.log"
+    exit 1
+fi
+TCPSERV=$WORK/shared/bin/tcpserv
+
+need_pkgs=()
+command -v socat >/dev/null || need_pkgs+=(socat)
+command -v websockify >/dev/null || need_pkgs+=(websockify)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    (apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}") >>"$OUT/build.log" 2>&1 || log "apt-get failed; those targets will be skipped"
+fi
+
+# ---- processes ----
+STARTED=()
+cleanup() {
+    local p
+    for p in "${STARTED[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
+    sleep 0.3
+    for p in "${STARTED[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .; }
+wait_port() {
+    local i
+    for i in $(seq 1 100); do port_busy "$1" && return 0; sleep 0.1; done
+    return 1
+}
+# start_bg NAME PORT CMD...: own process group (killed as a group), waits for PORT.
+start_bg() {
+    local name=$1 port=$2
+    shift 2
+    if port_busy "$port"; then log "port $port busy ($name); set BASE_PORT"; exit 1; fi
+    setsid "$@" >>"$OUT/$name.out" 2>&1 </dev/null &
+    LASTPID=$!
+    STARTED+=("$LASTPID")
+    wait_port "$port" || { log "$name did not listen on $port (see $OUT/$name.out)"; exit 1; }
+}
+stop_bg() { # PID
+    local p=$1 i keep=()
+    kill -TERM -- "-$p" 2>/dev/null
+    for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$p" 2>/dev/null
+    for i in "${STARTED[@]}"; do [ "$i" != "$p" ] && keep+=("$i"); done
+    STARTED=("${keep[@]}")
+}
+tree_pids() {
+    local p=$1 c
+    echo "$p"
+    for c in $(pgrep -P "$p"); do tree_pids "$c"; done
+}
+pin_tree() { local p; for p in $(tree_pids "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1; done; }
+nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
+
+ECHO=$((BASE + 1))
+declare -A PORT URL PROTO PID CMD
+PORT[netwine]=$((BASE + 10)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
+CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
+CMD[socat]="socat -b 262144 TCP-LISTEN:${PORT[socat]},bind=127.0.0.1,fork,backlog=1024,reuseaddr TCP:127.0.0.1:$ECHO"
+CMD[websockify]="websockify 127.0.0.1:${PORT[websockify]} 127.0.0.1:$ECHO"
+URL[raw]="tcp://127.0.0.1:$ECHO"
+URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
+URL[socat]="tcp://127.0.0.1:${PORT[socat]}"
+URL[websockify]="ws://127.0.0.1:${PORT[websockify]}/"
+PROTO[netwine]=binary PROTO[websockify]=binary
+HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
+
+{
+    echo "date: $(date -Is)"
+    echo "host: $(uname -srm)  cpus: $NCPU  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
+    echo "REPS=$REPS TPUT_SECS=$TPUT_SECS LAT_SECS=$LAT_SECS K=$K PIN=$PIN STREAM_SEND=$STREAM_SEND"
+    echo "TARGETS=$TARGETS"
+    echo "TESTS=$TESTS"
+    echo "socat: $(dpkg-query -W -f='${Version}' socat 2>/dev/null)  websockify: $(dpkg-query -W -f='${Version}' websockify 2>/dev/null)"
+} >"$OUT/meta.txt"
+cat "$OUT/meta.txt" >&2
+
+start_bg tcpserv "$ECHO" "$TCPSERV" "echo:$ECHO"
+TSPID=$LASTPID
+ORDER=()
+for t in $TARGETS; do
+    case $t in
+    raw) PID[raw]="" ;;
+    socat | websockify)
+        command -v "$t" >/dev/null || { log "$t missing; skipped"; continue; }
+        eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
+        PID[$t]=$LASTPID ;;
+    netwine)
+        eval "start_bg netwine ${PORT[netwine]} ${CMD[netwine]}"
+        PID[netwine]=$LASTPID ;;
+    *) log "unknown target $t"; continue ;;
+    esac
+    ORDER+=("$t")
+done
+
+if [ "$PIN" = split ]; then
+    pin_tree "$TSPID" 0
+    for t in "${ORDER[@]}"; do [ -n "${PID[$t]}" ] && pin_tree "${PID[$t]}" 1; done
+    CLIENT_PIN=(taskset -c 0)
+else
+    CLIENT_PIN=()
+fi
+restore_pins() { # PID
+    if [ "$PIN" = split ]; then
+        pin_tree "$TSPID" 0
+        [ -n "${1:-}" ] && pin_tree "$1" 1
+    else
+        pin_tree "$TSPID" "$ALLCPU"
+        [ -n "${1:-}" ] && pin_tree "$1" "$ALLCPU"
+    fi
+}
+# A fresh bridge process before measuring memory per connection: heap left over
+# from the throughput tests would hide the growth.
+restart() { # TARGET
+    local t=$1
+    stop_bg "${PID[$t]}"
+    local i
+    for i in $(seq 1 50); do port_busy "${PORT[$t]}" || break; sleep 0.1; done
+    eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
+    PID[$t]=$LASTPID
+    [ "$PIN" = split ] && pin_tree "$LASTPID" 1
+    sleep 0.3
+}
+
+# which tests apply to which target
+applies() { # TARGET TEST
+    case $2 in
+    stream | poll_c1 | poll_c8 | poll_idle) [ "$1" = netwine ] ;;
+    conns) [ "$1" != raw ] ;;
+    *) true ;;
+    esac
+}
+
+run_test() { # REP TARGET TEST
+    local rep=$1 t=$2 test=$3
+    local url=${URL[$t]} pid=${PID[$t]:-} pre=("${CLIENT_PIN[@]}") args common=(--label "$t")
+    [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
+    [ -n "$pid" ] && common+=(--pid "$pid")
+    case $test in
+    tput64k_c1) args=(ws-tput --url "$url" -c 1 -s 64K -t "$TPUT_SECS" --tpid "$TSPID") ;;
+    tput64k_c8) args=(ws-tput --url "$url" -c 8 -s 64K -t "$TPUT_SECS" --tpid "$TSPID") ;;
+    tput1k_c8) args=(ws-tput --url "$url" -c 8 -s 1K -t "$TPUT_SECS" --tpid "$TSPID") ;;
+    lat) args=(ws-lat --url "$url" -s 32 -t "$LAT_SECS") ;;
+    lat_cpu0)
+        pin_tree "$TSPID" 0
+        [ -n "$pid" ] && pin_tree "$pid" 0
+        pre=(taskset -c 0)
+        args=(ws-lat --url "$url" -s 32 -t "$LAT_SECS") ;;
+    conns)
+        restart "$t"
+        pid=${PID[$t]}
+        common=(--label "$t" --pid "$pid")
+        [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
+        args=(ws-conns --url "$url" -k "$K" --par 32 --hold 0.2 -t 60) ;;
+    stream) args=(stream-tput --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -s "$STREAM_SEND" -t "$TPUT_SECS" --tpid "$TSPID") ;;
+    poll_c1) args=(poll-rtt --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -c 1 -t "$LAT_SECS") ;;
+    poll_c8) args=(poll-rtt --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -c 8 -t "$LAT_SECS") ;;
+    poll_idle)
+        restart "$t"
+        pid=${PID[$t]}
+        common=(--label "$t" --pid "$pid")
+        args=(poll-idle --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -k "$K" --par 32 --hold 0.2 -t 60) ;;
+    esac
+    local n0=0
+    [ -n "$pid" ] && n0=$(nprocs_group "$pid")
+    local out rc
+    out=$("${pre[@]}" timeout 120 "$NWB" "${args[@]}" "${common[@]}" 2>>"$OUT/client.err")
+    rc=$?
+    [ -z "$out" ] && out="ok=0 error=rc$rc"
+    echo "rep=$rep target=$t test=$test rc=$rc $out" >>"$OUT/results.txt"
+    printf '  %-10s %-10s rc=%d %s\n' "$t" "$test" "$rc" \
+        "$(printf '%s' "$out" | grep -oE '(MBps|p50_us|p99_us|connps|sessps|rtps|kb_per_conn|tree_pss_kb_per_conn|error)=[^ ]*' | tr '\n' ' ')" >&2
+    [ "$test" = lat_cpu0 ] && restore_pins "$pid"
+    # fork-per-connection bridges: let the children go before the next test
+    if [ -n "$pid" ]; then
+        local i
+        for i in $(seq 1 100); do [ "$(nprocs_group "$pid")" -le "$n0" ] && break; sleep 0.1; done
+    fi
+    sleep 0.2
+}
+
+T0=$(date +%s)
+for rep in $(seq 1 "$REPS"); do
+    n=${#ORDER[@]}
+    rot=$(((rep - 1) % n))
+    ord=("${ORDER[@]:$rot}" "${ORDER[@]:0:$rot}")
+    for test in $TESTS; do
+        log "rep $rep/$REPS $test"
+        for t in "${ord[@]}"; do
+            applies "$t" "$test" || continue
+            if [ -n "${PID[$t]:-}" ] && ! kill -0 "${PID[$t]}" 2>/dev/null; then
+                log "$t died; skipping"
+                continue
+            fi
+            run_test "$rep" "$t" "$test"
+        done
+    done
+done
+log "done in $(($(date +%s) - T0)) s"
+python3 "$ROOT/bench/summarize.py" "$OUT/results.txt" --meta "$OUT/meta.txt" | tee "$OUT/table.md"
+echo "results: $OUT/results.txt  table: $OUT/table.md  log: $OUT/log.txt" >&2

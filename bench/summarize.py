@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Summarize bench/run.sh results.txt into one markdown table.
+
+Usage: summarize.py results.txt [--meta meta.txt]
+
+Each cell is the median over reps with the [min-max] range. Ratios are
+netwine / socat and netwine / websockify of the medians: above 1 is better for
+throughput and rates, below 1 is better for latency and memory (the row says).
+"""
+import statistics
+import sys
+from collections import defaultdict
+
+TARGETS = ["netwine", "socat", "websockify", "raw"]
+
+# (label, test, key, better, transform)
+ROWS = [
+    ("WS 64 KiB x 1 conn, MB/s", "tput64k_c1", "MBps", "higher"),
+    ("WS 64 KiB x 8 conns, MB/s", "tput64k_c8", "MBps", "higher"),
+    ("WS 1 KiB x 8 conns, MB/s", "tput1k_c8", "MBps", "higher"),
+    ("bridge CPU-s per GB (64 KiB x 8)", "tput64k_c8", "cpu_s_per_gb", "lower"),
+    ("latency p50 us (unpinned)", "lat", "p50_us", "lower"),
+    ("latency p99 us (unpinned)", "lat", "p99_us", "lower"),
+    ("latency p50 us (all on CPU0)", "lat_cpu0", "p50_us", "lower"),
+    ("latency p99 us (all on CPU0)", "lat_cpu0", "p99_us", "lower"),
+    ("new connections/s (each proven by an echo)", "conns", "connps", "higher"),
+    ("KB per idle connection (tree PSS)", "conns", "tree_pss_kb_per_conn", "lower"),
+    ("KB per idle connection (main VmRSS)", "conns", "kb_per_conn", "lower"),
+]
+NETWINE_ONLY = [
+    ("streaming MB/s (POST send + stream, binary)", "stream", "MBps", "tput64k_c1"),
+    ("poll round trips/s, 1 session", "poll_c1", "rtps", None),
+    ("poll round trip p50 us, 1 session", "poll_c1", "p50_us", None),
+    ("poll round trips/s, 8 sessions", "poll_c8", "rtps", None),
+    ("KB per idle poll session (VmRSS)", "poll_idle", "kb_per_conn", None),
+    ("new poll sessions/s", "poll_idle", "sessps", None),
+]
+
+
+def parse(path):
+    data = defaultdict(list)  # (target, test, key) -> [values]
+    errors = defaultdict(int)
+    with open(path) as f:
+        for line in f:
+            kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
+            t, test = kv.get("target"), kv.get("test")
+            if kv.get("rc") != "0" or kv.get("ok") != "1":
+                errors[(t, test)] += 1
+                continue
+            for k, v in kv.items():
+                try:
+                    data[(t, test, k)].append(float(v))
+                except ValueError:
+                    pass
+            if "server_cpu_s" in kv and "bytes" in kv and float(kv["bytes"]) > 0:
+                data[(t, test, "cpu_s_per_gb")].append(float(kv["server_cpu_s"]) / (float(kv["bytes"]) / 1e9))
+    return data, errors
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell(vals):
+    if not vals:
+        return "-"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med)
+    return f"{fmt(med)} [{fmt(min(vals))}-{fmt(max(vals))}]"
+
+
+def med(data, t, test, key):
+    v = data.get((t, test, key))
+    return statistics.median(v) if v else None
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        sys.exit(2)
+    data, errors = parse(sys.argv[1])
+    if "--meta" in sys.argv:
+        with open(sys.argv[sys.argv.index("--meta") + 1]) as f:
+            for line in f:
+                print("    " + line.rstrip())
+        print()
+    present = [t for t in TARGETS if any(k[0] == t for k in data)]
+    head = ["metric", "better"] + present + ["netwine/socat", "netwine/websockify"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for label, test, key, better in ROWS:
+        cells = [cell(data.get((t, test, key), [])) for t in present]
+        if all(c == "-" for c in cells):
+            continue
+        n = med(data, "netwine", test, key)
+        row = [label, better] + cells + [ratio(n, med(data, "socat", test, key)),
+                                         ratio(n, med(data, "websockify", test, key))]
+        print("| " + " | ".join(row) + " |")
+    lines = []
+    for label, test, key, vs in NETWINE_ONLY:
+        vals = data.get(("netwine", test, key), [])
+        if not vals:
+            continue
+        extra = ""
+        if vs:
+            extra = f" (x{ratio(statistics.median(vals), med(data, 'netwine', vs, 'MBps'))} of netwine's WS 64 KiB x 1)"
+        lines.append(f"| {label} | {cell(vals)}{extra} |")
+    if lines:
+        print()
+        print("| netwine only (HTTP transports) | median [min-max] |")
+        print("|---|---|")
+        print("\n".join(lines))
+    if errors:
+        print()
+        print("failed runs (not in the medians): " +
+              ", ".join(f"{t}/{test} x{n}" for (t, test), n in sorted(errors.items())))
+
+
+if __name__ == "__main__":
+    main()
