@@ -1,10 +1,933 @@
-// Temporary: answers every upgrade with 501 until the WebSocket glue lands.
+// The WebSocket adapter: upgrade an evhttp request, then relay between the
+// hijacked bufferevent and a Session (protocol in ws_connection.hpp).
+//
+// libevent 2.1.12 has no WebSocket support and no way to detach a connection
+// from evhttp (LIBEVENT-NOTES "WebSocket upgrade"): we answer 101 through evhttp,
+// take over the connection's bufferevent with our own callbacks, and give the
+// connection back to evhttp_connection_free() when we are done.
 #include "ws/ws_connection.hpp"
 
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <event2/http_struct.h>
+#include <event2/keyvalq_struct.h>
+
 #include "http/http_util.hpp"
+#include "log.hpp"
+#include "server.hpp"
+#include "tunnel/codec.hpp"
+#include "tunnel/manager.hpp"
+#include "tunnel/session.hpp"
+#include "ws/frame.hpp"
+#include "ws/handshake.hpp"
 
 namespace netwine::ws {
-void handle_upgrade(tunnel::Manager&, evhttp_request* req, const UpgradeParams&) {
-  http::send_text(req, 501, "501 WebSocket support is being built\n");
+namespace {
+
+// --- limits, each with its reason -----------------------------------------
+
+// Downstream payload per message: large enough that per-message costs (our
+// header, the browser's event dispatch) vanish, small enough that a ping or a
+// close is never stuck behind much.
+constexpr size_t kMaxDataMessage = 256 * 1024;
+// base64 mode: raw bytes per message (a multiple of 3, so 256 KiB of text).
+constexpr size_t kBase64RawChunk = 192 * 1024;
+// Stop pulling from the session while this much is queued for the client: the
+// rest waits in the session buffer, which is bounded (back-pressure, not queues).
+constexpr size_t kOutputHighWater = 1024 * 1024;
+// ... and refill once the queue has drained to this (the write low-watermark).
+constexpr size_t kOutputLowWater = 256 * 1024;
+// Bytes read per read callback beyond the bufferevent's own 4096-byte read
+// (LIBEVENT-NOTES "Speed"): bounded so one fast client cannot starve the loop.
+constexpr size_t kReadBudget = 256 * 1024;
+constexpr size_t kReadChunk = 64 * 1024;
+// Largest single write the bufferevent makes (its default is 16 KiB).
+constexpr size_t kMaxSingleWrite = 1024 * 1024;
+// How long the closing handshake may take once our output has stopped draining.
+constexpr double kCloseTimeoutSeconds = 5.0;
+// netwine.v1: the offset header of a data message.
+constexpr size_t kOffsetHeader = 8;
+// netwine.v1: the longest text message we accept ("A " + 20 digits, with room).
+// Anything longer is not an acknowledgement.
+constexpr size_t kMaxControlText = 64;
+// netwine.v1: close code for an upstream offset gap (private-use range, 7.4.2).
+constexpr uint16_t kCloseOffsetGap = 4009;
+
+const timeval kZeroTimeval{0, 0};
+
+// The subprotocols we speak, in the server's order of preference.
+constexpr std::string_view kSubprotocols[] = {"netwine.v1", "binary", "base64"};
+
+enum class Mode {
+  Raw,        // "binary" or none: binary messages carry the bytes
+  Base64,     // "base64": text messages carry base64 of the bytes
+  NetwineV1,  // "netwine.v1": offsets and acks, resumable
+};
+
+Mode mode_for(std::string_view subprotocol) {
+  if (subprotocol == "netwine.v1") return Mode::NetwineV1;
+  if (subprotocol == "base64") return Mode::Base64;
+  return Mode::Raw;
 }
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+timeval to_timeval(double s) {
+  if (s < 0) s = 0;
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(s);
+  tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
+  return tv;
+}
+
+// Decimal u64 with no sign, no spaces, no overflow.
+std::optional<uint64_t> parse_u64(std::string_view s) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (n > (std::numeric_limits<uint64_t>::max() - d) / 10) return std::nullopt;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+// Session close codes are chosen to be valid on the wire; anything else
+// (0 for "unset") becomes 1011 rather than a frame the browser would reject.
+uint16_t wire_code(int code) {
+  if (code > 0 && code <= 0xFFFF && is_valid_wire_close_code(static_cast<uint16_t>(code)))
+    return static_cast<uint16_t>(code);
+  return static_cast<uint16_t>(CloseCode::InternalError);
+}
+
+// Every value of a request header, joined with ", " (RFC 9110 5.3); "" if absent.
+std::string joined_header(evhttp_request* req, const char* name) {
+  std::string out;
+  evkeyvalq* headers = evhttp_request_get_input_headers(req);
+  for (evkeyval* kv = headers->tqh_first; kv; kv = kv->next.tqe_next) {
+    if (evutil_ascii_strcasecmp(kv->key, name) != 0) continue;
+    if (!out.empty()) out += ", ";
+    out += kv->value;
+  }
+  return out;
+}
+
+const char* method_name(evhttp_cmd_type t) {
+  switch (t) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_POST: return "POST";
+    default: return "OTHER";
+  }
+}
+
+// True when the bufferevent reads a plain TCP socket, so recv() on its fd reads
+// exactly what it would read. Not for TLS or filter bufferevents: their fd
+// carries ciphertext or sits below another layer.
+bool plain_socket(bufferevent* bev) {
+  return bufferevent_get_underlying(bev) == nullptr && bufferevent_openssl_get_ssl(bev) == nullptr &&
+         bufferevent_getfd(bev) >= 0;
+}
+
+// ---------------------------------------------------------------------------
+
+// One upgraded connection relaying to one session (the protocol is in the
+// header). Lifetime: created by handle_upgrade(), owned by live() while the
+// socket is open, then handed to Manager::dispose() (see release()).
+//
+// Callbacks only forward (on_x -> do_x). The connection is freed only at the
+// end of our own libevent callbacks (settle(), close_connection()), never from
+// inside a Session callback or a decoder callback, so no caller up the stack
+// ever holds a freed bufferevent.
+class WsConnection final : public tunnel::Transport, private Handler {
+ public:
+  WsConnection(tunnel::Manager& m, evhttp_request* req, Mode mode)
+      : m_(m),
+        req_(req),
+        conn_(evhttp_request_get_connection(req)),
+        mode_(mode),
+        decoder_(Role::Server, m.config().ws_max_message) {
+    heartbeat_.reset(evtimer_new(m.base(), &WsConnection::on_heartbeat, this));
+    close_timer_.reset(evtimer_new(m.base(), &WsConnection::on_close_timeout, this));
+    kick_.reset(evtimer_new(m.base(), &WsConnection::on_kick, this));
+    rx_.reset(evbuffer_new());
+  }
+
+  ~WsConnection() override {
+    // Normally detached long before; this only guards an early error path.
+    if (session_) session_->detach(this);
+  }
+
+  const char* name() const override { return "websocket"; }
+
+  // Sends the 101 and takes the connection over. `s` has this attached.
+  void start(tunnel::Session* s, const HandshakeResult& hs);
+
+  void on_session_update() override;
+  void on_detached(int code, const std::string& reason) override;
+  void on_upstream_room() override;
+
+ private:
+  enum class Phase {
+    Open,       // relaying both ways
+    Closing,    // we sent a Close; waiting for the client's (acks still count)
+    Flushing,   // the closing handshake is over or the connection failed:
+                // sending what is queued, discarding input
+    Lingering,  // our side is shut down (FIN sent); discarding input until the
+                // client closes too, so unread bytes never turn our close into a RST
+    Done,       // the connection is freed; the object waits to be freed
+  };
+  // What leaving the session means for it.
+  enum class Leave {
+    Resume,  // netwine.v1: the session waits for another transport
+    End,     // the client is done: flush upstream and end the session
+  };
+
+  // libevent callbacks.
+  static void on_read(bufferevent*, void* self) { static_cast<WsConnection*>(self)->do_read(); }
+  static void on_write(bufferevent*, void* self) { static_cast<WsConnection*>(self)->do_write(); }
+  static void on_event(bufferevent*, short what, void* self) {
+    static_cast<WsConnection*>(self)->do_event(what);
+  }
+  static void on_heartbeat(evutil_socket_t, short, void* self) {
+    static_cast<WsConnection*>(self)->do_heartbeat();
+  }
+  static void on_close_timeout(evutil_socket_t, short, void* self) {
+    static_cast<WsConnection*>(self)->do_close_timeout();
+  }
+  static void on_kick(evutil_socket_t, short, void* self) { static_cast<WsConnection*>(self)->settle(); }
+
+  void do_read();
+  void do_write();
+  void do_event(short what);
+  void do_heartbeat();
+  void do_close_timeout();
+
+  // Decoder events (Handler).
+  void on_data(Opcode type, std::span<const uint8_t> bytes) override;
+  void on_message_end(Opcode type) override;
+  void on_ping(std::span<const uint8_t> payload) override;
+  void on_pong(std::span<const uint8_t>) override {}  // any input counts as life (last_rx_)
+  void on_close(std::optional<uint16_t> code, std::string_view reason) override;
+
+  // Receive path.
+  void top_up_read(evbuffer* in);
+  void feed_input(evbuffer* in);
+  void upstream(uint64_t offset, const uint8_t* data, size_t len);
+  void upstream_v1_piece(std::span<const uint8_t> bytes);
+  void upstream_base64_piece(std::span<const uint8_t> bytes);
+  void handle_v1_text(std::string_view text);
+  void fail(uint16_t code, std::string reason);
+  void after_batch();
+  void update_reading();
+  void on_client_close();
+
+  // Send path.
+  void pump();
+  void send_data_message(evbuffer* out);
+  void send_frame(Opcode op, std::span<const uint8_t> payload);
+  void send_text(std::string_view text);
+  void queue_close(uint16_t code, std::string_view reason);
+  void begin_closing(uint16_t code, std::string_view reason);
+  void fail_connection(uint16_t code, std::string_view reason);
+
+  // Ending.
+  void enter_final_phase(Phase p);
+  void arm_close_timer();
+  void arm_heartbeat(double seconds);
+  void leave_session(Leave how);
+  void settle();
+  void close_connection();
+  void on_connection_freed();
+  void release();
+
+  tunnel::Manager& m_;
+  evhttp_request* req_;      // the upgrade request; evhttp frees it with the connection
+  evhttp_connection* conn_;  // owned by evhttp; freed by close_connection()
+  bufferevent* bev_ = nullptr;  // conn_'s bufferevent; null once the connection is gone
+  evutil_socket_t raw_fd_ = -1;  // plain TCP socket: top-up reads and lingering close use it
+  tunnel::Session* session_ = nullptr;  // attached session; null once detached
+  const Mode mode_;
+  Phase phase_ = Phase::Open;
+  Decoder decoder_;
+  EventPtr heartbeat_;    // ping / pong-timeout timer
+  EventPtr close_timer_;  // bounds the closing handshake and the lingering close
+  EventPtr kick_;         // zero-timeout: settle() from the event loop
+  EvbufferPtr rx_;        // input being decoded: the bufferevent's reads plus our own
+  std::string peer_;      // for log lines
+
+  // Receive state of the message in progress.
+  std::string text_;                       // netwine.v1 text message (<= kMaxControlText)
+  uint8_t offset_bytes_[kOffsetHeader] = {};  // netwine.v1 binary message header
+  size_t offset_have_ = 0;
+  uint64_t message_offset_ = 0;  // upstream offset of the next payload byte
+  std::string b64_carry_;        // base64: 0..3 characters of a cut quad
+  bool b64_padded_ = false;      // base64: the message had its padding already
+  std::vector<uint8_t> scratch_;  // base64 encoding and decoding
+
+  // A failure found inside a decoder callback; acted on once feed() returns.
+  std::optional<std::pair<uint16_t, std::string>> failure_;
+  bool got_close_ = false;                // the client's Close frame arrived
+  std::optional<uint16_t> client_code_;   // its code (absent: 1005)
+  bool applied_upstream_ = false;         // this read batch gave bytes to the target
+  uint64_t up_ack_sent_ = 0;              // last "A N" sent (netwine.v1)
+  bool reading_paused_ = false;           // EV_READ off: the target is not taking data
+
+  // Heartbeat.
+  double last_rx_ = 0;       // when input last arrived
+  double ping_sent_at_ = 0;
+  bool awaiting_pong_ = false;
+
+  size_t close_queue_mark_ = 0;  // output length when the close timer was armed
+};
+
+// The table that owns live connections (see handle_upgrade() in the header).
+std::unordered_map<WsConnection*, std::unique_ptr<WsConnection>>& live() {
+  static std::unordered_map<WsConnection*, std::unique_ptr<WsConnection>> table;
+  return table;
+}
+
+// ------------------------------------------------------------------- start
+
+void WsConnection::start(tunnel::Session* s, const HandshakeResult& hs) {
+  session_ = s;
+  peer_ = http::peer_address(req_);
+  evkeyvalq* out = evhttp_request_get_output_headers(req_);
+  evhttp_add_header(out, "Upgrade", "websocket");
+  evhttp_add_header(out, "Connection", "Upgrade");
+  evhttp_add_header(out, "Sec-WebSocket-Accept", hs.accept.c_str());
+  if (!hs.subprotocol.empty()) evhttp_add_header(out, "Sec-WebSocket-Protocol", hs.subprotocol.c_str());
+  http::log_request_done(req_, 101, 0);
+  // For 1xx evhttp writes the status line and headers (plus Date) and no body
+  // framing. The request stays "in progress" for evhttp forever: we never call
+  // evhttp_send_reply_end() on it (LIBEVENT-NOTES).
+  evhttp_send_reply_start(req_, 101, "Switching Protocols");
+
+  bev_ = evhttp_connection_get_bufferevent(conn_);
+  bufferevent_setcb(bev_, &WsConnection::on_read, &WsConnection::on_write, &WsConnection::on_event, this);
+  bufferevent_set_timeouts(bev_, nullptr, nullptr);  // evhttp's idle timeout would kill us
+  bufferevent_setwatermark(bev_, EV_READ, 0, 0);
+  bufferevent_setwatermark(bev_, EV_WRITE, kOutputLowWater, 0);
+  bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
+  bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  raw_fd_ = plain_socket(bev_) && !m_.server().is_tls(req_) ? bufferevent_getfd(bev_) : -1;
+  // If evhttp frees the connection under us (evhttp_free at shutdown), stop.
+  m_.server().watch_close(conn_, [this] { on_connection_freed(); });
+
+  if (mode_ == Mode::NetwineV1) {
+    up_ack_sent_ = session_->upstream_offset();
+    send_text("OK " + session_->key() + " " + std::to_string(up_ack_sent_));
+  }
+  last_rx_ = now_seconds();
+  arm_heartbeat(m_.config().ws_ping_interval);
+  pump();
+  // A frame sent in the same packet as the handshake already sits in the input
+  // buffer and no read event will announce it. Decode it from the event loop,
+  // not here inside evhttp's request callback.
+  if (evbuffer_get_length(bufferevent_get_input(bev_)))
+    bufferevent_trigger(bev_, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+// ------------------------------------------------------------ receive path
+
+void WsConnection::do_read() {
+  if (phase_ == Phase::Done) return;
+  evbuffer* in = bufferevent_get_input(bev_);
+  if (phase_ == Phase::Flushing || phase_ == Phase::Lingering) {
+    evbuffer_drain(in, evbuffer_get_length(in));  // nothing more is heard from a closed connection
+    return;
+  }
+  // Move (not copy) what the bufferevent read into our own buffer: a socket
+  // bufferevent's input is frozen at its end, so only rx_ can take more.
+  evbuffer_add_buffer(rx_.get(), in);
+  if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full())) top_up_read(rx_.get());
+  if (evbuffer_get_length(rx_.get())) last_rx_ = now_seconds();
+  feed_input(rx_.get());
+  after_batch();
+  settle();
+}
+
+// The bufferevent read at most 4096 bytes (LIBEVENT-NOTES "Speed"); read on
+// from the socket into rx_, up to kReadBudget. EOF and errors are left for
+// the bufferevent's own next read to report.
+void WsConnection::top_up_read(evbuffer* in) {
+  size_t got = 0;
+  while (got < kReadBudget) {
+    evbuffer_iovec v;
+    if (evbuffer_reserve_space(in, static_cast<ev_ssize_t>(kReadChunk), &v, 1) < 1) return;
+    size_t want = std::min(v.iov_len, kReadBudget - got);
+    ssize_t r = ::recv(raw_fd_, v.iov_base, want, MSG_DONTWAIT);
+    if (r <= 0) return;  // unused reserved space is simply given back
+    v.iov_len = static_cast<size_t>(r);
+    evbuffer_commit_space(in, &v, 1);
+    got += static_cast<size_t>(r);
+    if (static_cast<size_t>(r) < want) return;  // the socket is empty
+  }
+}
+
+// Feeds the whole input buffer to the decoder in place (evbuffer_peek gives the
+// chains; the decoder unmasks them and hands out spans that go straight to the
+// target), then drains it.
+void WsConnection::feed_input(evbuffer* in) {
+  while (evbuffer_get_length(in) > 0) {
+    evbuffer_iovec v[16];
+    int n = std::min(evbuffer_peek(in, -1, nullptr, v, 16), 16);
+    size_t used = 0;
+    for (int i = 0; i < n; ++i) {
+      auto err = decoder_.feed({static_cast<uint8_t*>(v[i].iov_base), v[i].iov_len}, *this);
+      used += v[i].iov_len;
+      if (err) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        fail_connection(static_cast<uint16_t>(err->code), err->reason);
+        return;
+      }
+      if (failure_) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        auto [code, reason] = std::move(*failure_);
+        failure_.reset();
+        fail_connection(code, reason);
+        return;
+      }
+      if (got_close_) {
+        evbuffer_drain(in, evbuffer_get_length(in));  // RFC 6455 5.5.1: nothing follows a Close
+        on_client_close();
+        return;
+      }
+    }
+    evbuffer_drain(in, used);
+  }
+}
+
+void WsConnection::on_data(Opcode type, std::span<const uint8_t> bytes) {
+  if (failure_) return;
+  switch (mode_) {
+    case Mode::Raw:
+      if (session_) upstream(session_->upstream_offset(), bytes.data(), bytes.size());
+      return;
+    case Mode::Base64:
+      if (type != Opcode::Text) {
+        fail(static_cast<uint16_t>(CloseCode::UnsupportedData),
+             "binary message on the base64 subprotocol (send base64 text)");
+        return;
+      }
+      upstream_base64_piece(bytes);
+      return;
+    case Mode::NetwineV1:
+      if (type == Opcode::Binary) {
+        upstream_v1_piece(bytes);
+      } else if (text_.size() + bytes.size() > kMaxControlText) {
+        fail(static_cast<uint16_t>(CloseCode::UnsupportedData),
+             "unexpected text message (netwine.v1 takes only \"A <offset>\")");
+      } else {
+        text_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      }
+      return;
+  }
+}
+
+void WsConnection::on_message_end(Opcode type) {
+  if (failure_) return;
+  if (mode_ == Mode::Base64) {
+    if (!b64_carry_.empty()) fail(static_cast<uint16_t>(CloseCode::InvalidPayload), "invalid base64");
+    b64_carry_.clear();
+    b64_padded_ = false;
+  } else if (mode_ == Mode::NetwineV1) {
+    if (type == Opcode::Binary) {
+      if (offset_have_ < kOffsetHeader)
+        fail(static_cast<uint16_t>(CloseCode::ProtocolError), "data message shorter than its 8-byte offset");
+      offset_have_ = 0;
+    } else {
+      handle_v1_text(text_);
+      text_.clear();
+    }
+  }
+}
+
+void WsConnection::upstream_v1_piece(std::span<const uint8_t> bytes) {
+  size_t i = 0;
+  while (offset_have_ < kOffsetHeader && i < bytes.size()) {
+    offset_bytes_[offset_have_++] = bytes[i++];
+    if (offset_have_ == kOffsetHeader) {
+      message_offset_ = 0;
+      for (uint8_t b : offset_bytes_) message_offset_ = (message_offset_ << 8) | b;
+    }
+  }
+  if (i == bytes.size()) return;
+  size_t len = bytes.size() - i;
+  upstream(message_offset_, bytes.data() + i, len);
+  message_offset_ += len;
+}
+
+// Decodes whole quads as they arrive and carries a cut quad over to the next
+// piece; padding may only end the message.
+void WsConnection::upstream_base64_piece(std::span<const uint8_t> bytes) {
+  std::string text = std::move(b64_carry_);
+  b64_carry_.clear();
+  text.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  size_t whole = text.size() / 4 * 4;
+  b64_carry_.assign(text, whole, std::string::npos);
+  if (whole == 0) return;
+  auto decoded = b64_padded_ ? std::nullopt : tunnel::base64_decode(std::string_view(text).substr(0, whole));
+  if (!decoded) {
+    fail(static_cast<uint16_t>(CloseCode::InvalidPayload), "invalid base64");
+    return;
+  }
+  b64_padded_ = text[whole - 1] == '=';
+  if (session_ && !decoded->empty()) upstream(session_->upstream_offset(), decoded->data(), decoded->size());
+}
+
+void WsConnection::handle_v1_text(std::string_view text) {
+  if (text.size() < 2 || text[0] != 'A' || text[1] != ' ') {
+    fail(static_cast<uint16_t>(CloseCode::UnsupportedData),
+         "unexpected text message (netwine.v1 takes only \"A <offset>\")");
+    return;
+  }
+  auto offset = parse_u64(text.substr(2));
+  if (!offset) {
+    fail(static_cast<uint16_t>(CloseCode::ProtocolError), "malformed acknowledgement");
+    return;
+  }
+  if (!session_) return;  // detached while closing: nothing to acknowledge to
+  if (!session_->ack(*offset)) {
+    fail(static_cast<uint16_t>(CloseCode::ProtocolError),
+         "acknowledgement " + std::to_string(*offset) + " is past the data sent (" +
+             std::to_string(session_ ? session_->sent_offset() : 0) + ")");
+  }
+  // ack() may have retired the session (every byte acknowledged after its close
+  // was delivered): on_detached() has cleared session_ then.
+}
+
+void WsConnection::upstream(uint64_t offset, const uint8_t* data, size_t len) {
+  if (!session_ || len == 0) return;
+  uint64_t next = 0;
+  switch (session_->send_upstream(offset, data, len, next)) {
+    case tunnel::Session::SendStatus::Applied:
+      applied_upstream_ = true;
+      break;
+    case tunnel::Session::SendStatus::Duplicate:
+      break;  // a resumed client resending what arrived before
+    case tunnel::Session::SendStatus::Gap:
+      fail(kCloseOffsetGap, "upstream offset gap, expected " + std::to_string(next));
+      break;
+    case tunnel::Session::SendStatus::Closed:
+      break;  // the session is ending; its close frame follows
+  }
+}
+
+void WsConnection::on_ping(std::span<const uint8_t> payload) {
+  // RFC 6455 5.5.3: the Pong carries the Ping's payload. None after our Close.
+  if (phase_ == Phase::Open) send_frame(Opcode::Pong, payload);
+}
+
+void WsConnection::on_close(std::optional<uint16_t> code, std::string_view reason) {
+  got_close_ = true;
+  client_code_ = code;
+  log::debug("websocket ", peer_, ": client closed with ", code ? *code : 1005, " ", reason);
+}
+
+// Records a failure found inside a decoder callback; feed_input() acts on it.
+void WsConnection::fail(uint16_t code, std::string reason) {
+  if (!failure_) failure_.emplace(code, std::move(reason));
+}
+
+void WsConnection::after_batch() {
+  if (phase_ == Phase::Done) return;
+  if (mode_ == Mode::NetwineV1 && phase_ == Phase::Open && session_ && applied_upstream_ &&
+      session_->upstream_offset() != up_ack_sent_) {
+    up_ack_sent_ = session_->upstream_offset();
+    send_text("A " + std::to_string(up_ack_sent_));
+  }
+  applied_upstream_ = false;
+  update_reading();
+}
+
+// Back-pressure: while the target has not taken session-buffer bytes, stop
+// reading the client; on_upstream_room() resumes. TCP then slows the client.
+void WsConnection::update_reading() {
+  if (phase_ != Phase::Open || !bev_) return;
+  if (session_ && session_->upstream_full()) {
+    if (!reading_paused_) bufferevent_disable(bev_, EV_READ);
+    reading_paused_ = true;
+  }
+}
+
+void WsConnection::on_upstream_room() {
+  if (!reading_paused_ || !bev_ || phase_ == Phase::Done) return;
+  if (session_ && session_->upstream_full()) return;
+  reading_paused_ = false;
+  bufferevent_enable(bev_, EV_READ);
+}
+
+// The client's Close arrived (answering ours, or starting the handshake).
+void WsConnection::on_client_close() {
+  uint16_t code = client_code_.value_or(static_cast<uint16_t>(CloseCode::NoStatus));
+  // 1000, no code, and application codes mean "done"; 1001 and error codes
+  // mean the connection went wrong, so a netwine.v1 session stays resumable.
+  bool done = code == 1000 || code == 1005 || (code >= 3000 && code <= 4999);
+  // Echo the code (RFC 6455 5.5.1); for no code, a Close without payload.
+  if (phase_ == Phase::Open) queue_close(code, "");
+  enter_final_phase(Phase::Flushing);
+  leave_session(done ? Leave::End : Leave::Resume);
+}
+
+// --------------------------------------------------------------- send path
+
+void WsConnection::on_session_update() {
+  pump();
+  if (phase_ != Phase::Open && phase_ != Phase::Done) evtimer_add(kick_.get(), &kZeroTimeval);
+}
+
+void WsConnection::pump() {
+  if (phase_ != Phase::Open || !session_ || !bev_) return;
+  if (session_->state() == tunnel::Session::State::Connecting) return;
+  evbuffer* out = bufferevent_get_output(bev_);
+  while (session_->unsent() > 0 && evbuffer_get_length(out) < kOutputHighWater) send_data_message(out);
+  if (session_->ready_to_close()) {
+    tunnel::Session* s = session_;
+    begin_closing(wire_code(s->close_code()), s->close_reason());
+    // May retire the session, which calls on_detached() and clears session_.
+    // A resumable session with unacknowledged bytes stays attached: the
+    // client's last acks still arrive before its Close.
+    s->close_delivered();
+  }
+}
+
+void WsConnection::send_data_message(evbuffer* out) {
+  uint8_t head[kMaxHeader];
+  if (mode_ == Mode::Base64) {
+    size_t n = std::min(session_->unsent(), kBase64RawChunk);
+    scratch_.resize(n);
+    n = session_->pull(scratch_.data(), n);
+    size_t enc = tunnel::base64_encoded_size(n);
+    evbuffer_add(out, head, encode_header(head, Opcode::Text, true, enc, nullptr));
+    evbuffer_iovec v;
+    evbuffer_reserve_space(out, static_cast<ev_ssize_t>(enc), &v, 1);
+    tunnel::base64_encode(scratch_.data(), n, static_cast<char*>(v.iov_base));
+    v.iov_len = enc;
+    evbuffer_commit_space(out, &v, 1);
+    return;
+  }
+  size_t n = std::min(session_->unsent(), kMaxDataMessage);
+  if (mode_ == Mode::NetwineV1) {
+    uint64_t offset = session_->sent_offset();
+    evbuffer_add(out, head, encode_header(head, Opcode::Binary, true, kOffsetHeader + n, nullptr));
+    uint8_t be[kOffsetHeader];
+    for (size_t i = 0; i < kOffsetHeader; ++i) be[i] = static_cast<uint8_t>(offset >> (56 - 8 * i));
+    evbuffer_add(out, be, sizeof be);
+  } else {
+    evbuffer_add(out, head, encode_header(head, Opcode::Binary, true, n, nullptr));
+  }
+  // Exactly the announced length: unsent() was checked above, nothing runs in
+  // between. Non-resumable sessions move their chains here without a copy.
+  session_->pull(out, n);
+}
+
+void WsConnection::send_frame(Opcode op, std::span<const uint8_t> payload) {
+  if (!bev_) return;
+  uint8_t head[kMaxHeader];
+  evbuffer* out = bufferevent_get_output(bev_);
+  evbuffer_add(out, head, encode_header(head, op, true, payload.size(), nullptr));
+  if (!payload.empty()) evbuffer_add(out, payload.data(), payload.size());
+}
+
+void WsConnection::send_text(std::string_view text) {
+  send_frame(Opcode::Text, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+void WsConnection::queue_close(uint16_t code, std::string_view reason) {
+  if (!bev_) return;
+  auto frame = encode_close(code, reason);
+  evbuffer_add(bufferevent_get_output(bev_), frame.data(), frame.size());
+}
+
+// We start the closing handshake: send our Close, keep reading for the
+// client's (and, for netwine.v1, its last acks).
+void WsConnection::begin_closing(uint16_t code, std::string_view reason) {
+  if (phase_ != Phase::Open) return;
+  log::debug("websocket ", peer_, ": closing with ", code, " ", reason);
+  queue_close(code, reason);
+  phase_ = Phase::Closing;
+  evtimer_del(heartbeat_.get());
+  if (bev_) {
+    bufferevent_setwatermark(bev_, EV_WRITE, 0, 0);  // hear when everything is out
+    if (reading_paused_) bufferevent_enable(bev_, EV_READ);  // the client's Close must get in
+  }
+  reading_paused_ = false;
+  arm_close_timer();
+}
+
+// RFC 6455 7.1.7 "Fail the WebSocket Connection": send a Close with the reason,
+// stop processing input, close once it is out.
+void WsConnection::fail_connection(uint16_t code, std::string_view reason) {
+  if (phase_ == Phase::Done || phase_ == Phase::Flushing || phase_ == Phase::Lingering) return;
+  log::info("websocket ", peer_, ": failing the connection: ", code, " ", reason);
+  if (phase_ == Phase::Open) queue_close(code, reason);
+  enter_final_phase(Phase::Flushing);
+  leave_session(Leave::Resume);
+}
+
+// ------------------------------------------------------------------ ending
+
+void WsConnection::enter_final_phase(Phase p) {
+  bool was_open = phase_ == Phase::Open;
+  phase_ = p;
+  evtimer_del(heartbeat_.get());
+  if (bev_) {
+    bufferevent_setwatermark(bev_, EV_WRITE, 0, 0);
+    // Keep reading (and discarding) so the kernel never holds unread input
+    // when we close: that would send a RST, which may destroy our Close frame
+    // before the client reads it.
+    bufferevent_enable(bev_, EV_READ);
+  }
+  reading_paused_ = false;
+  if (was_open) arm_close_timer();
+}
+
+void WsConnection::arm_close_timer() {
+  close_queue_mark_ = bev_ ? evbuffer_get_length(bufferevent_get_output(bev_)) : 0;
+  timeval tv = to_timeval(kCloseTimeoutSeconds);
+  evtimer_add(close_timer_.get(), &tv);
+}
+
+// The closing handshake has a deadline, but a slow client still reading a large
+// queue (data before our Close) gets more time as long as the queue shrinks.
+void WsConnection::do_close_timeout() {
+  if (phase_ == Phase::Done) return;
+  size_t queued = bev_ ? evbuffer_get_length(bufferevent_get_output(bev_)) : 0;
+  if (phase_ != Phase::Lingering && queued > 0 && queued < close_queue_mark_) {
+    arm_close_timer();
+    return;
+  }
+  log::debug("websocket ", peer_, ": closing handshake timed out");
+  close_connection();
+}
+
+void WsConnection::do_write() {
+  if (phase_ == Phase::Done) return;
+  pump();  // the output drained below the low-watermark: refill it
+  settle();
+}
+
+void WsConnection::do_event(short what) {
+  if (phase_ == Phase::Done) return;
+  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+    if (phase_ == Phase::Open || phase_ == Phase::Closing) {
+      log::debug("websocket ", peer_, ": connection lost",
+                 (what & BEV_EVENT_ERROR) ? std::string(": ") + evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR())
+                                          : std::string());
+    }
+    close_connection();
+  }
+}
+
+// Pings a peer that has been silent for ws-ping-interval; drops one that stays
+// silent for ws-pong-timeout after the ping. Any input counts as an answer.
+void WsConnection::do_heartbeat() {
+  if (phase_ != Phase::Open) return;
+  const Config& c = m_.config();
+  double now = now_seconds();
+  if (awaiting_pong_) {
+    if (last_rx_ >= ping_sent_at_) {
+      awaiting_pong_ = false;
+    } else if (reading_paused_) {
+      // We are not reading (back-pressure), so an answer could not be seen.
+      arm_heartbeat(c.ws_pong_timeout);
+      return;
+    } else if (now - ping_sent_at_ >= c.ws_pong_timeout) {
+      log::info("websocket ", peer_, ": no answer to a ping within ", c.ws_pong_timeout, "s: dropping");
+      close_connection();
+      return;
+    } else {
+      arm_heartbeat(c.ws_pong_timeout - (now - ping_sent_at_));
+      return;
+    }
+  }
+  double idle = now - last_rx_;
+  if (idle >= c.ws_ping_interval) {
+    send_frame(Opcode::Ping, {});
+    ping_sent_at_ = now;
+    awaiting_pong_ = true;
+    arm_heartbeat(c.ws_pong_timeout);
+  } else {
+    arm_heartbeat(c.ws_ping_interval - idle);
+  }
+}
+
+void WsConnection::arm_heartbeat(double seconds) {
+  timeval tv = to_timeval(seconds);
+  evtimer_add(heartbeat_.get(), &tv);
+}
+
+void WsConnection::on_detached(int code, const std::string& reason) {
+  // The session is gone or another transport took it: never touch it again.
+  session_ = nullptr;
+  if (phase_ != Phase::Open) return;
+  begin_closing(wire_code(code), reason);
+  evtimer_add(kick_.get(), &kZeroTimeval);
+}
+
+void WsConnection::leave_session(Leave how) {
+  if (!session_) return;
+  tunnel::Session* s = session_;
+  session_ = nullptr;
+  // Non-resumable sessions end with their WebSocket; client_close() flushes
+  // upstream to the target before ending, which is what a closing client means.
+  if (how == Leave::End || !s->resumable()) s->client_close();
+  else s->detach(this);
+}
+
+// Frees the connection when the phase says it is finished. Runs only at the
+// end of our own libevent callbacks.
+void WsConnection::settle() {
+  if (phase_ == Phase::Done || !bev_) return;
+  bool drained = evbuffer_get_length(bufferevent_get_output(bev_)) == 0;
+  if (phase_ != Phase::Flushing || !drained) return;
+  if (raw_fd_ >= 0 && ::shutdown(raw_fd_, SHUT_WR) == 0) {
+    // Lingering close: the client sees our FIN after our Close frame and
+    // closes its side; do_event() then frees the connection.
+    phase_ = Phase::Lingering;
+    return;
+  }
+  close_connection();
+}
+
+void WsConnection::close_connection() {
+  if (phase_ == Phase::Done) return;
+  // Done first: leaving the session may call on_detached(), which must not
+  // start a closing handshake on a connection about to go.
+  phase_ = Phase::Done;
+  leave_session(Leave::Resume);
+  evtimer_del(heartbeat_.get());
+  evtimer_del(close_timer_.get());
+  evtimer_del(kick_.get());
+  m_.server().unwatch_close(conn_);
+  // Frees the request and the bufferevent (closing the socket). Safe inside
+  // the bufferevent's own callbacks: libevent defers the free (LIBEVENT-NOTES).
+  evhttp_connection_free(conn_);
+  conn_ = nullptr;
+  bev_ = nullptr;
+  req_ = nullptr;
+  release();
+}
+
+// evhttp freed the connection (evhttp_free at shutdown): bev_ and conn_ are
+// gone. This runs inside evhttp_free(), never inside one of our callbacks, and
+// possibly after the Manager has been destroyed, so the object is freed here
+// directly instead of through Manager::dispose().
+void WsConnection::on_connection_freed() {
+  if (phase_ == Phase::Done) return;
+  phase_ = Phase::Done;
+  bev_ = nullptr;
+  conn_ = nullptr;
+  req_ = nullptr;
+  leave_session(Leave::Resume);
+  evtimer_del(heartbeat_.get());
+  evtimer_del(close_timer_.get());
+  evtimer_del(kick_.get());
+  live().erase(this);  // destroys *this: nothing may follow
+}
+
+// Gives up ownership to the Manager, which frees the object from a zero-timeout
+// event, outside of this call stack (STYLE habit 6).
+void WsConnection::release() {
+  auto it = live().find(this);
+  if (it == live().end()) return;
+  std::unique_ptr<tunnel::Transport> self = std::move(it->second);
+  live().erase(it);
+  m_.dispose(std::move(self));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- upgrade
+
+void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams& p) {
+  std::string upgrade = joined_header(req, "Upgrade");
+  std::string connection = joined_header(req, "Connection");
+  std::string version = joined_header(req, "Sec-WebSocket-Version");
+  std::string key = joined_header(req, "Sec-WebSocket-Key");
+  std::string protocols = joined_header(req, "Sec-WebSocket-Protocol");
+  HandshakeInput in{};
+  in.method = method_name(evhttp_request_get_command(req));
+  in.http11_or_later = req->major > 1 || (req->major == 1 && req->minor >= 1);
+  in.upgrade = upgrade;
+  in.connection = connection;
+  in.version = version;
+  in.key = key;
+  in.protocols = protocols;
+  HandshakeResult hs = evaluate_handshake(in, kSubprotocols);
+  if (hs.status == 426) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Sec-WebSocket-Version",
+                      std::string(kWebSocketVersion).c_str());
+    http::send_text(req, 426, "426 upgrade required: " + hs.error + "\n");
+    return;
+  }
+  if (hs.status != 101) {
+    http::send_text(req, hs.status, std::to_string(hs.status) + " bad request: " + hs.error + "\n");
+    return;
+  }
+
+  tunnel::Manager::OpenError err{};
+  if (!m.client_allowed(req, err)) {
+    http::send_json_error(req, err.status, err.code, err.message);
+    return;
+  }
+  Mode mode = mode_for(hs.subprotocol);
+  auto conn = std::make_unique<WsConnection>(m, req, mode);
+  tunnel::Session* s = nullptr;
+  if (!p.key.empty()) {
+    if (mode != Mode::NetwineV1) {
+      http::send_json_error(req, 400, "bad_subprotocol",
+                            "attaching to a session needs the netwine.v1 subprotocol");
+      return;
+    }
+    s = m.find(p.key);
+    if (!s) {
+      http::send_json_error(req, 404, "unknown_session", "no session with this key (it may have ended)");
+      return;
+    }
+    if (!s->resumable()) {
+      http::send_json_error(req, 409, "not_resumable",
+                            "this session belongs to a binary/base64 WebSocket and cannot be attached to");
+      return;
+    }
+    if (std::string e = s->attach(conn.get(), p.ack); !e.empty()) {
+      http::send_json_error(req, 409, "bad_offset", e);
+      return;
+    }
+  } else {
+    s = m.open_session(req, p.target, mode == Mode::NetwineV1, err);
+    if (!s) {
+      http::send_json_error(req, err.status, err.code, err.message);
+      return;
+    }
+    if (std::string e = s->attach(conn.get(), 0); !e.empty()) {
+      http::send_json_error(req, 500, "internal_error", e);
+      return;
+    }
+  }
+  WsConnection* c = conn.get();
+  live()[c] = std::move(conn);
+  c->start(s, hs);
+}
+
 }  // namespace netwine::ws
