@@ -136,6 +136,13 @@ class TcpTarget:
             except OSError:
                 pass
 
+    def wait_accepted(self, n, timeout=10):
+        """True once at least `n` connections were accepted (the accept thread counts)."""
+        deadline = time.monotonic() + timeout
+        while self.accepted < n and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a counter another thread updates, bounded
+        return self.accepted >= n
+
     def close(self):
         self.closed.set()
         self.sock.close()

@@ -85,7 +85,7 @@ def test_forbidden_target_gets_403_and_no_connection(tmp_path, netwine, tcp_targ
     assert status == 403 and json.loads(body)["error"] == "target_not_allowed"
     status, _, body = open_poll(n, allowed.address)
     assert status == 200
-    assert forbidden.accepted == 0 and allowed.accepted == 1
+    assert allowed.wait_accepted(1) and forbidden.accepted == 0 and allowed.accepted == 1
 
 
 def test_name_resolving_into_denied_range_is_refused(tmp_path, netwine, tcp_target):
@@ -142,7 +142,7 @@ def test_client_address_rules(tmp_path, netwine, tcp_target):
     assert open_poll(n, t.address, source="127.0.0.1")[0] == 200
     status, _, body = open_poll(n, t.address, source="127.0.0.2")
     assert status == 403 and json.loads(body)["error"] == "client_not_allowed"
-    assert t.accepted == 1
+    assert t.wait_accepted(1) and t.accepted == 1
 
 
 def test_origin_rules_for_http_transports_and_cors(tmp_path, netwine, tcp_target):
@@ -167,7 +167,7 @@ def test_origin_rules_for_http_transports_and_cors(tmp_path, netwine, tcp_target
     status, _, _, s = request(n, "OPTIONS", "/netwine/open", headers={"Origin": "https://evil.example"})
     s.close()
     assert status == 403
-    assert t.accepted == 2
+    assert t.wait_accepted(2) and t.accepted == 2
 
 
 def test_limits_per_client_and_in_all(netwine, tcp_target):
