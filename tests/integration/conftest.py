@@ -94,8 +94,17 @@ def netwine(tmp_path):
         return n
 
     yield start
+    reports = []
     for n in started:
         n.stop()
+        log = n.logs()
+        # Under the sanitizer build (tools/test.sh's second run) any report fails the test.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                reports.append(log[log.index(marker) - 200 if log.index(marker) > 200 else 0:][:4000])
+                break
+    if reports:
+        pytest.fail("sanitizer report from netwine:\n" + "\n".join(reports))
 
 
 class TcpTarget:
