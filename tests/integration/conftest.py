@@ -55,7 +55,8 @@ class Netwine:
         return self.proc.pid
 
     def logs(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig):
