@@ -68,6 +68,7 @@ struct Config {
   std::string tls_cert;
   std::string tls_key;
   bool tls_only = false;
+  std::string target_ca;             // extra CA certificates for tls:// targets
 
   std::string config_file;           // where the values came from, for messages
 };

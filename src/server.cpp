@@ -17,6 +17,7 @@
 #include "http/http_util.hpp"
 #include "http/static_files.hpp"
 #include "log.hpp"
+#include "tls.hpp"
 #include "tunnel/manager.hpp"
 
 namespace netwine {
@@ -153,7 +154,11 @@ bufferevent* Server::on_new_connection(event_base*, void* self) {
 }
 
 bufferevent* Server::do_new_connection() {
-  bufferevent* bev = bufferevent_socket_new(base_.get(), -1, BEV_OPT_CLOSE_ON_FREE);
+  // With TLS configured: a TLS bufferevent (--tls-only) or the plain-or-TLS filter.
+  // The guard below works on either: bufferevent_getfd reaches the socket through
+  // a filter (libevent 2.1.12 forwards it to the underlying bufferevent).
+  bufferevent* bev = tls_acceptor_ ? tls_acceptor_->new_connection()
+                                   : bufferevent_socket_new(base_.get(), -1, BEV_OPT_CLOSE_ON_FREE);
   if (!bev) return nullptr;
   ++open_connections_;
   if (open_connections_ >= config_.max_connections && !accept_paused_) {
@@ -223,6 +228,13 @@ void Server::do_request(evhttp_request* req) {
 
   evkeyvalq* in = evhttp_request_get_input_headers(req);
   evkeyvalq* out = evhttp_request_get_output_headers(req);
+  if (config_.tls_only && !is_tls(req)) {
+    // Only if making the TLS bufferevent failed: evhttp then falls back to a
+    // plain socket of its own, which --tls-only must not serve.
+    evhttp_add_header(out, "Connection", "close");
+    http::send_text(req, 400, "400 bad request: this server speaks only https\n");
+    return;
+  }
   // Request smuggling forms evhttp would accept: refuse them and close.
   if (header_count(in, "Content-Length") > 1 ||
       (header_count(in, "Content-Length") && header_count(in, "Transfer-Encoding"))) {
@@ -263,6 +275,12 @@ void Server::on_signal(evutil_socket_t sig, short, void* self) {
 void Server::reload() {
   log::info("SIGHUP: reloading");
   tunnels_->reload();
+  if (tls_context_) {
+    if (auto err = tls_context_->reload(); !err.empty())
+      log::error("TLS reload failed, keeping the previous certificate: ", err);
+    else
+      log::info("TLS reload: new connections use ", tls_context_->describe());
+  }
 }
 
 void Server::begin_shutdown(const char* why) {
@@ -339,7 +357,8 @@ bool Server::bind_all() {
     socklen_t blen = sizeof bound;
     getsockname(evconnlistener_get_fd(l), reinterpret_cast<sockaddr*>(&bound), &blen);
     bound_.push_back(sockaddr_text(reinterpret_cast<sockaddr*>(&bound)));
-    log::info("listening on http://", bound_.back(), "/");
+    const char* scheme = !tls_acceptor_ ? "http" : config_.tls_only ? "https" : "http+https";
+    log::info("listening on ", scheme, "://", bound_.back(), "/");
   }
   return true;
 }
@@ -368,6 +387,22 @@ int Server::run() {
     // No resolv.conf: numeric targets and /etc/hosts names still work.
     dns_.reset(evdns_base_new(base_.get(), 0));
   }
+  std::string error;
+  if (!config_.tls_cert.empty()) {
+    tls_context_ = tls::TlsContext::load(config_.tls_cert, config_.tls_key, error);
+    if (!tls_context_) {
+      log::error(error);
+      return 2;
+    }
+    tls_acceptor_ = std::make_unique<tls::Acceptor>(base_.get(), *tls_context_, config_.tls_only);
+    log::info("TLS: ", tls_context_->describe(),
+              config_.tls_only ? "; plain HTTP is refused" : "; plain HTTP and TLS share each port");
+  }
+  target_tls_ = tls::TargetTlsContext::create(config_.target_ca, error);
+  if (!target_tls_) {
+    log::error(error);
+    return 2;
+  }
   http_.reset(evhttp_new(base_.get()));
   evhttp_set_max_headers_size(http_.get(), static_cast<ev_ssize_t>(config_.max_header_size));
   evhttp_set_max_body_size(http_.get(), static_cast<ev_ssize_t>(config_.max_body_size));
@@ -389,7 +424,6 @@ int Server::run() {
     }
     log::info("demo line service on 127.0.0.1:", demo_->port(), " (target 'demo')");
   }
-  std::string error;
   tunnels_ = tunnel::Manager::create(*this, demo_ ? demo_->port() : 0, error);
   if (!tunnels_) {
     log::error(error);
@@ -413,6 +447,11 @@ int Server::run() {
 
 Server* Server::active_ = nullptr;
 
-bool Server::is_tls(evhttp_request*) const { return false; }  // TLS arrives with the access-control issue
+bool Server::is_tls(evhttp_request* req) const {
+  if (!tls_acceptor_) return false;
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  bufferevent* bev = conn ? evhttp_connection_get_bufferevent(conn) : nullptr;
+  return bev && tls_acceptor_->is_tls(bev);
+}
 
 }  // namespace netwine

@@ -17,6 +17,7 @@ namespace netwine {
 
 namespace http { class StaticSite; }
 namespace tunnel { class Manager; }
+namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; }
 class DemoService;
 
 class Server {
@@ -42,6 +43,9 @@ class Server {
 
   // True if `req` arrived over TLS (what the browser's origin scheme is).
   bool is_tls(evhttp_request* req) const;
+
+  // The client TLS context for tls:// targets (system CAs plus --target-ca).
+  std::shared_ptr<const tls::TargetTlsContext> target_tls() const { return target_tls_; }
 
   // True while shutting down: new sessions are refused with 503.
   bool draining() const { return draining_; }
@@ -74,6 +78,11 @@ class Server {
   Config config_;
   EventBasePtr base_;
   DnsBasePtr dns_;
+  // TLS for clients (null without --tls-cert): declared before http_ so they
+  // outlive it; the acceptor's filters report to it until evhttp frees them.
+  std::unique_ptr<tls::TlsContext> tls_context_;
+  std::unique_ptr<tls::Acceptor> tls_acceptor_;
+  std::shared_ptr<tls::TargetTlsContext> target_tls_;
   EvhttpPtr http_;
   std::vector<std::string> bound_;            // "HOST:PORT" actually bound
   std::vector<evconnlistener*> listeners_;    // owned by http_ once bound

@@ -7,6 +7,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+
+#include "tls.hpp"
+
 namespace netwine::target {
 
 int http_status(ConnectError e) {
@@ -17,6 +22,7 @@ int http_status(ConnectError e) {
     case ConnectError::Refused:
     case ConnectError::Unreachable: return 502;
     case ConnectError::Timeout: return 504;
+    case ConnectError::TlsFailed: return 502;
   }
   return 502;
 }
@@ -29,6 +35,7 @@ const char* error_code(ConnectError e) {
     case ConnectError::Refused: return "target_refused";
     case ConnectError::Unreachable: return "target_unreachable";
     case ConnectError::Timeout: return "connect_timeout";
+    case ConnectError::TlsFailed: return "target_tls_failed";
   }
   return "target_unreachable";
 }
@@ -50,8 +57,9 @@ std::string sockaddr_to_string(const sockaddr* sa) {
 
 std::unique_ptr<Connector> Connector::start(event_base* base, evdns_base* dns, std::string host,
                                             uint16_t port, Vet vet, double timeout_seconds,
-                                            Done done) {
+                                            Done done, std::shared_ptr<const tls::TargetTlsContext> tls) {
   std::unique_ptr<Connector> c(new Connector());
+  c->tls_ = std::move(tls);
   c->base_ = base;
   c->host_ = std::move(host);
   c->port_ = port;
@@ -153,6 +161,10 @@ void Connector::on_event(bufferevent* bev, short what, void* self) {
     int one = 1;
     setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     bufferevent_setcb(bev, nullptr, nullptr, nullptr, nullptr);
+    if (c->tls_) {
+      c->start_tls(sa);
+      return;
+    }
     ConnectResult r{ConnectError::None, "", std::move(c->bev_), sockaddr_to_string(sa)};
     c->finish(std::move(r));
     return;
@@ -166,6 +178,66 @@ void Connector::on_event(bufferevent* bev, short what, void* self) {
   bufferevent_disable(bev, EV_READ | EV_WRITE);
   c->dead_.push_back(std::move(c->bev_));
   c->try_next();
+}
+
+// The TCP connection to `sa` is up: wrap it in an OpenSSL filter and shake hands.
+// We are inside the socket bufferevent's callback; the filter takes its callbacks
+// over, and (BEV_OPT_CLOSE_ON_FREE) owns it from here on.
+void Connector::start_tls(const sockaddr* sa) {
+  std::string error;
+  tls::SslPtr ssl = tls_->new_ssl(host_, error);
+  bufferevent* tcp = bev_.get();
+  bufferevent* sbev = ssl ? bufferevent_openssl_filter_new(base_, tcp, ssl.get(), BUFFEREVENT_SSL_CONNECTING,
+                                                            BEV_OPT_CLOSE_ON_FREE)
+                          : nullptr;
+  if (!sbev) {
+    if (ssl) ssl.release();  // libevent freed it on failure (BEV_OPT_CLOSE_ON_FREE)
+    if (error.empty()) error = "cannot set up TLS: " + tls::take_errors();
+    bufferevent_disable(tcp, EV_READ | EV_WRITE);
+    dead_.push_back(std::move(bev_));
+    finish({ConnectError::TlsFailed, "TLS with " + host_ + " (" + sockaddr_to_string(sa) + "): " + error,
+            nullptr, ""});
+    return;
+  }
+  ssl.release();
+  bev_.release();
+  bev_.reset(sbev);
+  // Servers often close without close_notify once they are done: an EOF, not an error.
+  bufferevent_openssl_set_allow_dirty_shutdown(sbev, 1);
+  bufferevent_setcb(sbev, nullptr, nullptr, &Connector::on_tls_event, this);
+  bufferevent_enable(sbev, EV_READ | EV_WRITE);
+}
+
+void Connector::on_tls_event(bufferevent* bev, short what, void* self) {
+  static_cast<Connector*>(self)->do_tls_event(bev, what);
+}
+
+void Connector::do_tls_event(bufferevent* bev, short what) {
+  const auto* sa = reinterpret_cast<const sockaddr*>(&candidates_[next_ - 1]);
+  if (what & BEV_EVENT_CONNECTED) {
+    bufferevent_setcb(bev, nullptr, nullptr, nullptr, nullptr);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);  // the session enables what it wants
+    finish({ConnectError::None, "", std::move(bev_), sockaddr_to_string(sa)});
+    return;
+  }
+  std::string queued;
+  while (unsigned long e = bufferevent_get_openssl_error(bev)) {
+    const char* reason = ERR_reason_error_string(e);
+    std::string text = reason ? reason : "error " + std::to_string(e);
+    if (queued.find(text) == std::string::npos) queued += (queued.empty() ? "" : "; ") + text;
+  }
+  std::string reason;
+  if (queued.empty() && (what & BEV_EVENT_EOF))
+    reason = "the target closed the connection during the handshake (is it speaking TLS?)";
+  else if (queued.empty() && EVUTIL_SOCKET_ERROR())
+    reason = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+  reason = tls::TargetTlsContext::failure_reason(bufferevent_openssl_get_ssl(bev), queued.empty() ? reason : queued);
+  // The failed bufferevent is freed from a later event: we are inside its callback.
+  bufferevent_setcb(bev, nullptr, nullptr, nullptr, nullptr);
+  bufferevent_disable(bev, EV_READ | EV_WRITE);
+  dead_.push_back(std::move(bev_));
+  finish({ConnectError::TlsFailed,
+          "TLS handshake with " + host_ + " (" + sockaddr_to_string(sa) + ") failed: " + reason, nullptr, ""});
 }
 
 void Connector::on_timeout(evutil_socket_t, short, void* self) {

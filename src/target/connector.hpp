@@ -14,6 +14,10 @@
 
 #include "event_handles.hpp"
 
+namespace netwine::tls {
+class TargetTlsContext;
+}
+
 namespace netwine::target {
 
 enum class ConnectError {
@@ -23,6 +27,7 @@ enum class ConnectError {
   Refused,      // the target refused the connection (502)
   Unreachable,  // network unreachable, reset, ... (502)
   Timeout,      // connect-timeout passed (504)
+  TlsFailed,    // tls:// target: the TLS handshake or certificate check failed (502)
 };
 
 // HTTP status and error code string of docs/PROTOCOL.md for an error.
@@ -32,7 +37,8 @@ const char* error_code(ConnectError e);
 struct ConnectResult {
   ConnectError error = ConnectError::None;
   std::string message;      // for people: what failed and where
-  BuffereventPtr bev;       // connected, callbacks cleared, when error == None
+  BuffereventPtr bev;       // connected, callbacks cleared, when error == None; for
+                            // tls:// an OpenSSL filter over the socket, handshake done
   std::string address;      // the address connected to, "1.2.3.4:80"
 };
 
@@ -44,8 +50,11 @@ class Connector {
  public:
   // Starts connecting. `done` is always called later from the event loop (never
   // from inside start), exactly once, unless the Connector is destroyed first.
+  // With `tls`, a TLS handshake follows the TCP connect: the peer's certificate
+  // must verify and name `host`; connect-timeout covers both steps.
   static std::unique_ptr<Connector> start(event_base* base, evdns_base* dns, std::string host,
-                                          uint16_t port, Vet vet, double timeout_seconds, Done done);
+                                          uint16_t port, Vet vet, double timeout_seconds, Done done,
+                                          std::shared_ptr<const tls::TargetTlsContext> tls = nullptr);
   ~Connector();
   Connector(const Connector&) = delete;
   Connector& operator=(const Connector&) = delete;
@@ -56,6 +65,9 @@ class Connector {
   void do_resolved(int result, evutil_addrinfo* res);
   void try_next();
   static void on_event(bufferevent* bev, short what, void* self);
+  void start_tls(const sockaddr* sa);
+  static void on_tls_event(bufferevent* bev, short what, void* self);
+  void do_tls_event(bufferevent* bev, short what);
   static void on_timeout(evutil_socket_t, short, void* self);
   static void on_finish(evutil_socket_t, short, void* self);
   void finish(ConnectResult r);
@@ -65,6 +77,7 @@ class Connector {
   uint16_t port_ = 0;
   Vet vet_;
   Done done_;
+  std::shared_ptr<const tls::TargetTlsContext> tls_;
   evdns_getaddrinfo_request* dns_req_ = nullptr;
   std::vector<sockaddr_storage> candidates_;
   std::vector<socklen_t> lengths_;

@@ -356,10 +356,6 @@ Session* Manager::open_session(evhttp_request* req, std::string_view requested, 
              "no target rules are configured, so every target is refused (see target-hosts, --target)"};
     return nullptr;
   }
-  if (treq.scheme == access::Scheme::Tls) {
-    error = {400, "bad_target", "tls:// targets are not supported yet"};
-    return nullptr;
-  }
   // Cheap refusal before DNS: a host name no rule could allow. Address rules may
   // still allow a name's resolved address, so only refuse when there are none
   // that could (the connector's per-address check is the real one).
@@ -427,7 +423,9 @@ void Manager::connect_target(Session* s, const access::TargetRequest& t) {
         dead_connectors_.push_back(std::move(node.mapped()));
         timeval now{0, 0};
         evtimer_add(reaper_.get(), &now);
-      });
+      },
+      // tls://: verify the target's certificate against the name the client asked for.
+      t.scheme == access::Scheme::Tls ? server_.target_tls() : nullptr);
 }
 
 Session* Manager::find(std::string_view key) {

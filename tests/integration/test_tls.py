@@ -1,0 +1,570 @@
+"""TLS against the real binary: https and plain HTTP on one port, --tls-only,
+HTTP/1.0 and keep-alive over TLS, a streaming tunnel over https, certificate
+reload on SIGHUP, start-up errors, old protocol versions, and tls:// targets.
+
+Certificates are made at test time with the `openssl` command: a test CA, a
+server certificate for localhost / 127.0.0.1, a second one for the reload test
+and one for the wrong name."""
+import http.client
+import json
+import pathlib
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import warnings
+
+import pytest
+
+from conftest import BINARY, pattern_bytes
+
+# Served as /netwine.js from a temporary --js-client directory: big enough to
+# take many TLS records and socket writes, and checked byte for byte.
+NETWINE_JS = b"/* netwine.js stand-in */\n" + pattern_bytes(300 * 1024, seed=11)
+
+
+# ---------------------------------------------------------------- certificates
+
+class Pki:
+    """A test CA and certificates signed by it, in one directory."""
+
+    def __init__(self, directory):
+        self.dir = pathlib.Path(directory)
+        self.ca_key = self.dir / "ca.key"
+        self.ca = self.dir / "ca.pem"
+        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.ca_key,
+                      "-out", self.ca, "-days", "2", "-subj", "/CN=netwine test CA",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.server = self.issue("server", "localhost", "DNS:localhost,IP:127.0.0.1")
+        self.server2 = self.issue("server2", "localhost", "DNS:localhost,IP:127.0.0.1")
+        self.wrong = self.issue("wrong", "wrong.example", "DNS:wrong.example")
+
+    def _openssl(self, *args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    def issue(self, name, cn, san):
+        key, csr, cert = (self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.pem")
+        ext = self.dir / f"{name}.ext"
+        ext.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
+        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                      "-subj", f"/CN={cn}")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                      "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+        return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is needed to make test certificates")
+    p = Pki(tmp_path_factory.mktemp("pki"))
+    site = tmp_path_factory.mktemp("site")
+    (site / "www").mkdir()
+    (site / "www" / "index.html").write_text("<!doctype html><title>netwine</title>\n")
+    (site / "js").mkdir()
+    (site / "js" / "netwine.js").write_bytes(NETWINE_JS)
+    p.site_args = ["--www", str(site / "www"), "--js-client", str(site / "js")]
+    return p
+
+
+def client_context(pki):
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def tls_args(pki, mode):
+    cert, key = pki.server
+    args = pki.site_args + ["--tls-cert", str(cert), "--tls-key", str(key)]
+    return args + (["--tls-only"] if mode == "tls-only" else [])
+
+
+def tls_connect(n, pki, host="localhost", ctx=None):
+    raw = socket.create_connection((n.host, n.port), timeout=10)
+    return (ctx or client_context(pki)).wrap_socket(raw, server_hostname=host)
+
+
+def read_to_eof(s):
+    chunks = []
+    while True:
+        try:
+            b = s.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+def fingerprint(sock):
+    return sock.getpeercert(binary_form=True)
+
+
+def wait_for(predicate, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)  # polling an observable condition, bounded by the deadline
+    return False
+
+
+# ------------------------------------------------------------------- https
+
+@pytest.mark.parametrize("mode", ["mixed", "tls-only"])
+def test_https_get_verified_against_the_test_ca(pki, netwine, mode):
+    n = netwine(*tls_args(pki, mode))
+    for host in ("localhost", "127.0.0.1"):
+        # the certificate names both; each is checked (SNI is sent for the name only)
+        conn = http.client.HTTPSConnection(host, n.port, context=client_context(pki), timeout=10)
+        conn.connect()
+        if host == "localhost":
+            assert conn.sock.selected_alpn_protocol() == "http/1.1"
+            assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+        conn.request("GET", "/netwine.js")
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.read() == NETWINE_JS
+        conn.close()
+
+
+def test_plain_http_shares_the_port(pki, netwine):
+    n = netwine(*tls_args(pki, "mixed"))
+    conn = http.client.HTTPConnection(n.host, n.port, timeout=10)
+    for _ in range(3):  # keep-alive on the plain side of the filter too
+        conn.request("GET", "/netwine.js")
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.read() == NETWINE_JS
+    conn.close()
+    assert "http+https://" in n.logs()
+
+
+def test_tls_only_refuses_plain_http(pki, netwine):
+    n = netwine(*tls_args(pki, "tls-only"))
+    with socket.create_connection((n.host, n.port), timeout=10) as s:
+        s.sendall(b"GET /netwine.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_to_eof(s)
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert b"netwine.js" not in answer
+    # and https still works there
+    with tls_connect(n, pki) as t:
+        t.sendall(b"GET /netwine.js HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        head, _, body = read_to_eof(t).partition(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0], head
+        assert body == NETWINE_JS
+
+
+@pytest.mark.parametrize("mode", ["mixed", "tls-only"])
+def test_http10_and_keep_alive_over_tls(pki, netwine, mode):
+    n = netwine(*tls_args(pki, mode))
+    # HTTP/1.0: one request, the server closes after the body.
+    with tls_connect(n, pki) as t:
+        t.sendall(b"GET /netwine.js HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        answer = read_to_eof(t)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0], head
+    assert body == NETWINE_JS
+    # HTTP/1.1 keep-alive: many requests on one TLS connection.
+    conn = http.client.HTTPSConnection("localhost", n.port, context=client_context(pki), timeout=10)
+    conn.request("GET", "/netwine.js")
+    first = conn.getresponse()
+    assert first.read() == NETWINE_JS
+    sock = conn.sock
+    for path in ("/", "/netwine.js", "/netwine.js"):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        assert r.status == 200
+        r.read()
+        assert conn.sock is sock, "keep-alive connection was not reused"
+    # a request with a body on the same connection
+    conn.request("POST", "/netwine/nosuchkey/send?off=0", body=b"x" * 5000)
+    r = conn.getresponse()
+    assert r.status == 404
+    r.read()
+    conn.request("GET", "/netwine.js")
+    assert conn.getresponse().read() == NETWINE_JS
+    conn.close()
+
+
+@pytest.mark.parametrize("mode", ["mixed", "tls-only"])
+def test_header_deadline_closes_silent_connections(pki, netwine, mode):
+    # The guard against slowloris works through the TLS bufferevents too: a client
+    # that sends nothing, and one that finishes the handshake and then sends
+    # nothing, are both cut off after --header-timeout.
+    n = netwine(*tls_args(pki, mode), "--header-timeout", "0.5")
+    silent = socket.create_connection((n.host, n.port), timeout=10)
+    idle = tls_connect(n, pki)
+    started = time.monotonic()
+    assert read_to_eof(silent) == b""
+    assert read_to_eof(idle) == b""
+    assert time.monotonic() - started < 5
+    silent.close()
+    idle.close()
+    with tls_connect(n, pki) as s:  # and the server still serves
+        s.sendall(b"GET /netwine.js HTTP/1.0\r\n\r\n")
+        assert read_to_eof(s).endswith(NETWINE_JS)
+    assert n.stop() == 0
+
+
+# ------------------------------------------------------- tunnels over https
+
+def connection_factory(n, pki, secure):
+    if secure:
+        return lambda: http.client.HTTPSConnection("localhost", n.port, context=client_context(pki),
+                                                   timeout=30)
+    return lambda: http.client.HTTPConnection(n.host, n.port, timeout=30)
+
+
+def read_frame_header(resp):
+    line = resp.readline()
+    if not line:
+        raise EOFError("stream ended")
+    return line.rstrip(b"\n").split(b" ")
+
+
+def stream_echo(connect, target, payload, chunk=64 * 1024):
+    """Opens a binary-framed stream session to an echo `target`, sends `payload`
+    upstream with sends, and returns what came back downstream."""
+    conn = connect()
+    conn.request("POST", f"/netwine/open?target={target}&mode=stream&framing=binary")
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    ok = read_frame_header(resp)
+    assert ok[0] == b"OK", ok
+    key = ok[1].decode()
+    errors = []
+
+    def send_all():
+        try:
+            sender = connect()
+            off = 0
+            while off < len(payload):
+                piece = payload[off:off + chunk]
+                sender.request("POST", f"/netwine/{key}/send?off={off}", body=piece)
+                r = sender.getresponse()
+                body = r.read()
+                if r.status == 503:  # target busy: back-pressure, try again shortly
+                    time.sleep(0.02)
+                    continue
+                assert r.status == 200, (r.status, body)
+                off = int(body.split()[1])
+            sender.close()
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+
+    t = threading.Thread(target=send_all, daemon=True)
+    t.start()
+    acker = connect()
+    got = bytearray()
+    last_ack = 0
+    while len(got) < len(payload):
+        frame = read_frame_header(resp)
+        kind = frame[0]
+        if kind == b"D":
+            offset, length = int(frame[1]), int(frame[2])
+            assert offset == len(got)
+            data = resp.read(length)
+            assert len(data) == length
+            got += data
+            if len(got) - last_ack >= 128 * 1024:  # ack at least every quarter buffer
+                acker.request("POST", f"/netwine/{key}/send?off=0&ack={len(got)}", body=b"")
+                r = acker.getresponse()
+                r.read()
+                assert r.status == 200
+                last_ack = len(got)
+        elif kind in (b"H", b"P"):
+            continue
+        else:
+            raise AssertionError(f"unexpected frame {frame!r} after {len(got)} bytes")
+    t.join(30)
+    assert not errors, errors
+    closer = connect()
+    closer.request("POST", f"/netwine/{key}/close", body=b"")
+    closer.getresponse().read()
+    for c in (conn, acker, closer):
+        c.close()
+    return bytes(got)
+
+
+@pytest.mark.parametrize("mode", ["mixed", "tls-only"])
+def test_streaming_session_over_https_carries_1mib_exactly(pki, netwine, tcp_target, mode):
+    echo = tcp_target("echo")
+    n = netwine(*tls_args(pki, mode), "--target", echo.address)
+    payload = pattern_bytes(1 << 20, seed=3)
+    assert stream_echo(connection_factory(n, pki, True), echo.address, payload) == payload
+    assert n.stop() == 0
+
+
+def test_streaming_session_over_plain_side_of_shared_port(pki, netwine, tcp_target):
+    echo = tcp_target("echo")
+    n = netwine(*tls_args(pki, "mixed"), "--target", echo.address)
+    payload = pattern_bytes(1 << 20, seed=5)
+    assert stream_echo(connection_factory(n, pki, False), echo.address, payload) == payload
+
+
+def banner_then_close(conn):
+    conn.sendall(b"hello from the target\n")
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_close_delimited_http10_stream_arrives_whole(pki, netwine, tcp_target, secure):
+    # HTTP/1.0 streams end by closing: every byte must be out before the close.
+    target = tcp_target(banner_then_close)
+    n = netwine(*tls_args(pki, "mixed"), "--target", target.address)
+    request = (f"POST /netwine/open?target={target.address}&mode=stream&framing=text HTTP/1.0\r\n"
+               "Content-Length: 0\r\n\r\n").encode()
+    if secure:
+        s = tls_connect(n, pki)
+    else:
+        s = socket.create_connection((n.host, n.port), timeout=10)
+    with s:
+        s.sendall(request)
+        answer = read_to_eof(s)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0], head
+    lines = body.split(b"\n")
+    assert lines[0].startswith(b"OK ")
+    assert any(l.startswith(b"D 0 ") for l in lines), body
+    assert any(l.startswith(b"C 1000") for l in lines), body
+
+
+# ------------------------------------------------------------------- reload
+
+def test_sighup_reloads_the_certificate_and_keeps_it_when_broken(pki, netwine, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server[0], cert)
+    shutil.copy(pki.server[1], key)
+    n = netwine(*pki.site_args, "--tls-cert", str(cert), "--tls-key", str(key))
+    first = tls_connect(n, pki)
+    old = fingerprint(first)
+    assert old == ssl.PEM_cert_to_DER_cert(pki.server[0].read_text())
+
+    shutil.copy(pki.server2[0], cert)
+    shutil.copy(pki.server2[1], key)
+    n.signal(signal.SIGHUP)
+    assert wait_for(lambda: "TLS reload: new connections use" in n.logs()), n.logs()
+    with tls_connect(n, pki) as s:
+        new = fingerprint(s)
+    assert new == ssl.PEM_cert_to_DER_cert(pki.server2[0].read_text())
+    # the connection made before the reload still works, with its certificate
+    first.sendall(b"GET /netwine.js HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    assert read_to_eof(first).endswith(NETWINE_JS)
+    assert fingerprint(first) == old
+    first.close()
+
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    n.signal(signal.SIGHUP)
+    assert wait_for(lambda: "TLS reload failed" in n.logs()), n.logs()
+    failure = [l for l in n.logs().splitlines() if "TLS reload failed" in l][0]
+    assert str(cert) in failure
+    with tls_connect(n, pki) as s:
+        assert fingerprint(s) == new
+    assert n.stop() == 0
+
+
+# -------------------------------------------------------------- start-up
+
+def run_netwine(*args):
+    return subprocess.run([str(BINARY), "--listen", "127.0.0.1:0", *map(str, args)],
+                          capture_output=True, text=True, timeout=20)
+
+
+def test_bad_certificate_or_key_stops_startup_naming_the_file(pki, tmp_path):
+    cert, key = pki.server
+    missing = tmp_path / "missing.pem"
+    r = run_netwine("--tls-cert", missing, "--tls-key", key)
+    assert r.returncode == 2
+    assert str(missing) in r.stderr + r.stdout
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("hello\n")
+    r = run_netwine("--tls-cert", garbage, "--tls-key", key)
+    assert r.returncode == 2
+    assert str(garbage) in r.stderr + r.stdout
+
+    r = run_netwine("--tls-cert", cert, "--tls-key", pki.wrong[1])  # key of another certificate
+    assert r.returncode == 2
+    assert str(pki.wrong[1]) in r.stderr + r.stdout
+
+    r = run_netwine("--tls-cert", cert, "--tls-key", key, "--target-ca", missing)
+    assert r.returncode == 2
+    assert str(missing) in r.stderr + r.stdout
+
+
+# --------------------------------------------------- old protocol versions
+
+def old_tls_client():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():  # deprecated, which is the point of the test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def client_offers(ctx):
+    """The legacy_version of the ClientHello `ctx` sends, or None if it sends none."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    seen = {}
+
+    def grab():
+        c, _ = listener.accept()
+        c.settimeout(5)
+        try:
+            seen["hello"] = c.recv(4096)
+        finally:
+            c.close()
+
+    t = threading.Thread(target=grab, daemon=True)
+    t.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=5) as raw:
+            try:
+                ctx.wrap_socket(raw, server_hostname="localhost")
+            except (ssl.SSLError, OSError):
+                pass
+    finally:
+        t.join(5)
+        listener.close()
+    hello = seen.get("hello", b"")
+    if len(hello) < 11 or hello[0] != 0x16 or hello[5] != 0x01:
+        return None
+    return (hello[9], hello[10])
+
+
+@pytest.mark.parametrize("mode", ["mixed", "tls-only"])
+def test_tls_1_0_and_1_1_are_refused(pki, netwine, mode):
+    try:
+        ctx = old_tls_client()
+    except (ValueError, ssl.SSLError) as e:
+        pytest.skip(f"this Python/OpenSSL cannot configure a TLS 1.0/1.1 client: {e}")
+    offered = client_offers(ctx)
+    if offered is None or offered > (3, 2):
+        pytest.skip(f"the local OpenSSL will not offer TLS 1.0/1.1 (ClientHello version {offered})")
+    n = netwine(*tls_args(pki, mode))
+    with socket.create_connection((n.host, n.port), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    # a modern client still gets in
+    with tls_connect(n, pki) as s:
+        assert s.version() in ("TLSv1.2", "TLSv1.3")
+
+
+# ----------------------------------------------------------- tls:// targets
+
+class TlsEchoServer:
+    """A threaded TLS echo server with the given certificate."""
+
+    def __init__(self, cert, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handshakes = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            raw.settimeout(30)
+            with self.ctx.wrap_socket(raw, server_side=True) as s:
+                self.handshakes += 1
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    s.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+@pytest.fixture
+def tls_echo():
+    made = []
+
+    def make(cert_and_key):
+        s = TlsEchoServer(*cert_and_key)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def open_poll(n, target):
+    conn = http.client.HTTPConnection(n.host, n.port, timeout=20)
+    conn.request("POST", f"/netwine/open?target={target}&mode=poll")
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def test_tls_target_verified_with_target_ca(pki, netwine, tls_echo):
+    server = tls_echo(pki.server)
+    target = f"tls://localhost:{server.port}"
+    by_address = f"tls://127.0.0.1:{server.port}"  # checked against the IP subjectAltName
+    n = netwine("--target", target, "--target", by_address, "--target-ca", str(pki.ca))
+    payload = pattern_bytes(1 << 20, seed=7)
+    connect = connection_factory(n, pki, False)
+    assert stream_echo(connect, target, payload) == payload
+    assert stream_echo(connect, by_address, b"by address\n") == b"by address\n"
+    assert server.handshakes >= 2
+    assert n.stop() == 0
+
+
+def test_tls_target_with_wrong_name_or_unknown_ca_is_refused(pki, netwine, tls_echo):
+    wrong = tls_echo(pki.wrong)
+    good = tls_echo(pki.server)
+    n = netwine("--target", f"tls://localhost:{wrong.port}", "--target", f"tls://localhost:{good.port}",
+                "--target-ca", str(pki.ca))
+    status, body = open_poll(n, f"tls://localhost:{wrong.port}")
+    assert status == 502, body
+    err = json.loads(body)
+    assert err["error"] == "target_tls_failed", err
+    assert "hostname mismatch" in err["message"], err
+
+    # without --target-ca the test CA is unknown: the good server is refused too
+    n2 = netwine("--target", f"tls://localhost:{good.port}")
+    status, body = open_poll(n2, f"tls://localhost:{good.port}")
+    assert status == 502, body
+    err = json.loads(body)
+    assert err["error"] == "target_tls_failed"
+    assert "certificate" in err["message"] or "issuer" in err["message"], err
+
+
+def test_tls_target_that_speaks_plain_tcp_fails_cleanly(pki, netwine, tcp_target):
+    plain = tcp_target(banner_then_close)
+    n = netwine("--target", f"tls://localhost:{plain.port}", "--target-ca", str(pki.ca))
+    status, body = open_poll(n, f"tls://localhost:{plain.port}")
+    assert status == 502, body
+    assert json.loads(body)["error"] == "target_tls_failed"
