@@ -70,7 +70,15 @@ void log_request_done(evhttp_request* req, int status, uint64_t body_bytes) {
 
 void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* body) {
   uint64_t n = body ? evbuffer_get_length(body) : 0;
-  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) n = 0;
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD && n > 0) {
+    // libevent 2.1.12 sends a HEAD reply's body as given and adds no
+    // Content-Length: describe the body and send none.
+    evkeyvalq* out = evhttp_request_get_output_headers(req);
+    if (!evhttp_find_header(out, "Content-Length"))
+      evhttp_add_header(out, "Content-Length", std::to_string(n).c_str());
+    evbuffer_drain(body, n);
+    n = 0;
+  }
   log_request_done(req, status, n);
   evhttp_send_reply(req, status, reason ? reason : reason_phrase(status), body);
 }

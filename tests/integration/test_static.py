@@ -119,3 +119,18 @@ def test_traversal_never_reaches_the_secret(served, path):
 def test_symlink_inside_root_is_served(served):
     status, _, body = get(served, "/inside-link.js")
     assert status == 200 and body == b"console.log('x');\n"
+
+
+def test_head_of_an_error_has_no_body(served):
+    with socket.create_connection((served.host, served.port), timeout=10) as s:
+        s.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    # The HEAD answer must not carry a body: the pipelined GET's answer follows at once.
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 404")
+    assert rest.startswith(b"HTTP/1.1 200")
