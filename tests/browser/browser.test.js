@@ -109,13 +109,15 @@ for (const t of TRANSPORTS) {
 
     test("a refused or forbidden target's error reaches the page", async () => {
       const page = await newPage(netwine.origin);
-      const r = await page.evaluate(async ({transports, target}) => {
+      // The forbidden target is on loopback too (127.0.0.2 is allowed by no rule):
+      // tests never address anything off this machine.
+      const r = await page.evaluate(async ({transports, target, forbidden}) => {
         const a = await T.open({target, transports});
-        const b = await T.open({target: '10.255.255.1:22', transports});
+        const b = await T.open({target: forbidden, transports});
         await T.closed(a);
         await T.closed(b);
         return {refused: a.log, forbidden: b.log};
-      }, {transports: forced(t), target: '127.0.0.1:' + refused});
+      }, {transports: forced(t), target: '127.0.0.1:' + refused, forbidden: '127.0.0.2:' + refused});
       assert.strictEqual(r.refused.close.code, 1011);
       assert.match(r.refused.close.reason, /refused/i);
       // Over HTTP the open waits for the target; a WebSocket opens first and
