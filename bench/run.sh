@@ -20,6 +20,7 @@
 #   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns stream poll_c1 poll_c8 poll_idle"]
 #   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
 #   BUILD [build-bench]  BASE_PORT [19600]  OUT [/tmp/nwbench-<timestamp>]
+#   NETWINE [] a netwine binary to measure instead of building the work tree's
 # Loopback only; every client run is capped with -t and `timeout`.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,8 +50,13 @@ cd "$ROOT" || exit 1
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" --buildtype=release >"$OUT/build.log" 2>&1 || { log "meson setup failed: $OUT/build.log"; exit 1; }
 fi
-meson compile -C "$BUILD" netwine nwbench >>"$OUT/build.log" 2>&1 || { log "build failed: $OUT/build.log"; exit 1; }
-cp "$BUILD/src/netwine" "$WORK/netwine"
+if [ -n "${NETWINE:-}" ]; then  # measure a given binary (e.g. another branch's build)
+    meson compile -C "$BUILD" nwbench >>"$OUT/build.log" 2>&1 || { log "build failed: $OUT/build.log"; exit 1; }
+    cp "$NETWINE" "$WORK/netwine" || exit 1
+else
+    meson compile -C "$BUILD" netwine nwbench >>"$OUT/build.log" 2>&1 || { log "build failed: $OUT/build.log"; exit 1; }
+    cp "$BUILD/src/netwine" "$WORK/netwine"
+fi
 cp "$BUILD/bench/nwbench" "$WORK/nwbench"
 NWB=$WORK/nwbench
 NETWINE=$WORK/netwine
