@@ -74,6 +74,15 @@ void set_stream_headers(evhttp_request* req, Framing framing) {
   evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
 }
 
+// Called from the connection's close callback for a request that has no complete
+// answer. When the client left (EOF, reset, timeout) evhttp has detached such a
+// request from its connection and no longer frees it: it is ours to free (not
+// doing so leaked every abandoned long poll and held send). When the connection is
+// freed with the request still on it (evhttp_free at exit), evhttp frees it.
+void free_abandoned(evhttp_request* req) {
+  if (!evhttp_request_get_connection(req)) evhttp_request_free(req);
+}
+
 void reply_connect_failure(evhttp_request* req, Session& s) {
   const auto& f = s.connect_failure();
   if (f.status) http::send_json_error(req, f.status, f.code, f.message);
@@ -233,10 +242,8 @@ class StreamTransport final : public Transport {
       s_ = nullptr;
       s->detach(this);
     }
-    if (started_) {
-      http::log_request_done(req_, 200, body_bytes_);
-      evhttp_send_reply_end(req_);
-    }
+    http::log_request_done(req_, started_ ? 200 : 499, body_bytes_);
+    free_abandoned(req_);
     release();
   }
 
@@ -371,6 +378,7 @@ class PollTransport final : public Transport {
       s->detach(this);
     }
     http::log_request_done(req_, 499, 0);  // the client closed the request first
+    free_abandoned(req_);
     release();
   }
 
@@ -513,7 +521,12 @@ void hold_send(Manager& m, evhttp_request* req, Session& s, uint64_t offset, evb
     // The client gave up on its send: forget it (it will retry with the same offset).
     auto it = held_sends().find(key);
     if (it == held_sends().end()) return;
+    std::unique_ptr<HeldSend> h = std::move(it->second);
     held_sends().erase(it);
+    if (Session* s = h->m->find(key)) s->when_upstream_room(nullptr);
+    http::log_request_done(h->req, 499, 0);
+    free_abandoned(h->req);
+    // h->timer is not running (we are in the close callback): freeing it is safe.
   });
   s.when_upstream_room([key] { finish_held(key, false); });
   held_sends()[key] = std::move(h);
@@ -528,7 +541,7 @@ void finish_held(const std::string& key, bool timed_out) {
   Session* s = h->m->find(key);
   if (!s) {
     http::send_json_error(h->req, 410, "session_closed", "the session ended while the send was held");
-  } else if (timed_out) {
+  } else if (timed_out && s->state() != Session::State::Ending) {
     s->when_upstream_room(nullptr);
     evhttp_add_header(evhttp_request_get_output_headers(h->req), "Retry-After", "1");
     http::send_json_error(h->req, 503, "target_busy",
@@ -625,7 +638,7 @@ void handle_send(Manager& m, evhttp_request* req, Session& s) {
     return;
   }
   if (ack_param && !s.ack(ack)) {
-    http::send_json_error(req, 400, "bad_offset", "ack is past the data sent");
+    http::send_json_error(req, 409, "bad_offset", "ack is past the data sent");
     return;
   }
   evbuffer* in = evhttp_request_get_input_buffer(req);
@@ -642,6 +655,14 @@ void handle_send(Manager& m, evhttp_request* req, Session& s) {
     evbuffer_add(body.get(), bytes->data(), bytes->size());
   } else {
     evbuffer_add_buffer(body.get(), in);
+  }
+  if (evbuffer_get_length(body.get()) == 0) {
+    // A pure acknowledgement: it carries no data, so neither a held send (429) nor
+    // a session that no longer takes data (410, while it still delivers its last
+    // bytes downstream) is a reason to refuse it. A streaming client acks this way.
+    http::send_text(req, 200, "OK " + std::to_string(s.upstream_offset()) + "\n",
+                    "text/plain; charset=us-ascii");
+    return;
   }
   if (held_sends().count(s.key())) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");

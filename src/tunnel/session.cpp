@@ -75,7 +75,11 @@ void Session::on_connected(BuffereventPtr target, const std::string& address) {
 
 void Session::on_connect_failed(int code, const std::string& reason) {
   if (state_ != State::Connecting) return;
-  end(code, reason);
+  end(code, reason);  // the attached opener answers its request with the error and detaches
+  // Nobody holds the key of a session that never connected (it is given out only
+  // after connecting), so nothing can resume it: free it now rather than after the
+  // idle timeout, where it would count against the session limits meanwhile.
+  if (!transport_) retire();
 }
 
 void Session::on_target_read(bufferevent*, void* self) { static_cast<Session*>(self)->do_target_read(); }
@@ -209,13 +213,12 @@ bool Session::ack(uint64_t ack_offset) {
     if (down_sent_ < down_base_) down_sent_ = down_base_;
     update_target_reading();
   }
-  if (close_delivered_ && down_base_ == down_end_ && state_ == State::Ending) retire();
   return true;
 }
 
 void Session::close_delivered() {
   close_delivered_ = true;
-  if (!resumable_ || down_base_ == down_end_) retire();
+  if (!resumable_) retire();
 }
 
 Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint64_t& next) {

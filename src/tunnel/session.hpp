@@ -98,7 +98,12 @@ class Session {
   bool ready_to_close() const { return state_ == State::Ending && unsent() == 0; }
   int close_code() const { return close_code_; }
   const std::string& close_reason() const { return close_reason_; }
-  // The transport has delivered the close to the client.
+  // The transport has handed the close to the client. A non-resumable session is
+  // freed now. A resumable one stays (Ending) until the client's close, or the idle
+  // timeout once no transport is attached: the response carrying the close may be
+  // cut, and a client re-attaching must get the close (code and reason) again.
+  // A transport that knows the client has the close (a completed WebSocket close
+  // handshake) may call retire_now().
   void close_delivered();
 
   // Upstream.
