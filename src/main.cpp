@@ -1,4 +1,5 @@
 // argv -> Config -> Server -> run loop.
+#include <malloc.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -31,6 +32,14 @@ void raise_fd_limit() {
   }
 }
 
+// A relay frees and allocates buffer chains all the time; glibc's defaults hand
+// freed heap back to the kernel and take it again (brk churn, ~4% CPU in the
+// bench). Keep up to 64 MiB of freed heap instead of trimming at 128 KiB.
+void tune_malloc() {
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,6 +58,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   raise_fd_limit();
+  tune_malloc();
   netwine::Server server(cfg);
   return server.run();
 }
