@@ -545,7 +545,9 @@ void MixedConnection::do_kick(unsigned what) {
   if (freed()) return;
   // A trigger below may run evhttp's callbacks, which may free the connection:
   // our reference keeps the filter (and so this object) alive until the decref
-  // at the end, after which nothing here is touched.
+  // at the end. Dropping the last reference does not free anything here and now
+  // (libevent finalizes the filter, and so this object, from a later callback),
+  // but nothing after the decref touches this object all the same.
   bufferevent_incref(f);
   if (what & kFail) {
     if (!freed()) bufferevent_trigger_event(f, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
@@ -554,7 +556,7 @@ void MixedConnection::do_kick(unsigned what) {
     if ((what & (kWrite | kWritable)) && !freed() && mode_ != Mode::Failed) flush_output();
     if ((what & kEof) && !freed()) bufferevent_trigger_event(f, BEV_EVENT_EOF | BEV_EVENT_READING, 0);
   }
-  bufferevent_decref(f);  // may free this object: nothing after this line
+  bufferevent_decref(f);  // may be the last reference: nothing after this line
 }
 
 void MixedConnection::kick_read() {

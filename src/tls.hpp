@@ -7,8 +7,9 @@
 //  * otherwise plain and TLS share the port: evhttp's bevcb sees neither the fd nor
 //    a byte (LIBEVENT-NOTES "TLS"), so it gets a filter bufferevent over the socket
 //    one; the filter looks at the first byte the client sends (0x16 = a TLS
-//    handshake record) and from then on either moves bytes through untouched or
-//    runs OpenSSL over the underlying bufferevent's buffers.
+//    handshake record) and from then on either passes bytes through untouched or
+//    runs OpenSSL on them (tls.cpp, MixedConnection, says how and why writes
+//    bypass the socket bufferevent).
 // Without TLS configured none of this exists and evhttp gets a plain socket
 // bufferevent as before.
 #pragma once

@@ -5,6 +5,7 @@ reload on SIGHUP, start-up errors, old protocol versions, and tls:// targets.
 Certificates are made at test time with the `openssl` command: a test CA, a
 server certificate for localhost / 127.0.0.1, a second one for the reload test
 and one for the wrong name."""
+import asyncio
 import http.client
 import json
 import pathlib
@@ -18,6 +19,8 @@ import time
 import warnings
 
 import pytest
+import websockets.client
+import websockets.exceptions
 
 from conftest import BINARY, pattern_bytes
 
@@ -334,6 +337,61 @@ def test_close_delimited_http10_stream_arrives_whole(pki, netwine, tcp_target, s
     assert lines[0].startswith(b"OK ")
     assert any(l.startswith(b"D 0 ") for l in lines), body
     assert any(l.startswith(b"C 1000") for l in lines), body
+
+
+# --------------------------------------------------------------------- wss
+
+async def ws_echo(url, ctx, payload, chunk=64 * 1024):
+    async with websockets.client.connect(url, ssl=ctx, subprotocols=["binary"], max_size=None,
+                                         ping_interval=None, compression=None) as ws:
+        assert ws.subprotocol == "binary"
+
+        async def sender():
+            for i in range(0, len(payload), chunk):
+                await ws.send(payload[i:i + chunk])
+
+        task = asyncio.ensure_future(sender())
+        got = bytearray()
+        while len(got) < len(payload):
+            got += await asyncio.wait_for(ws.recv(), 30)
+        await task
+        return bytes(got)
+
+
+@pytest.mark.parametrize("mode", ["mixed", "tls-only"])
+def test_wss_echo(pki, netwine, tcp_target, mode):
+    echo = tcp_target("echo")
+    n = netwine(*tls_args(pki, mode), "--target", echo.address, "--access-log", "")
+    payload = pattern_bytes(4 << 20, seed=9)
+    url = f"wss://localhost:{n.port}/netwine/ws?target={echo.address}"
+    assert asyncio.run(ws_echo(url, client_context(pki), payload)) == payload
+    if mode == "mixed":  # and ws:// on the same port
+        url = f"ws://127.0.0.1:{n.port}/netwine/ws?target={echo.address}"
+        assert asyncio.run(ws_echo(url, None, payload[:100000])) == payload[:100000]
+    assert n.stop() == 0
+
+
+async def ws_status(url, ctx, origin):
+    try:
+        async with websockets.client.connect(url, ssl=ctx, origin=origin, subprotocols=["binary"],
+                                             ping_interval=None):
+            return 101
+    except websockets.exceptions.InvalidStatusCode as e:
+        return e.status_code
+
+
+def test_origin_scheme_follows_the_connection(pki, netwine, tcp_target):
+    # Same-origin means the page's scheme too: https pages over TLS, http pages
+    # over plain, on the same port (Server::is_tls after the first byte).
+    echo = tcp_target("echo")
+    n = netwine(*tls_args(pki, "mixed"), "--target", echo.address)
+    path = f"/netwine/ws?target={echo.address}"
+    https_page, http_page = f"https://localhost:{n.port}", f"http://localhost:{n.port}"
+    ctx = client_context(pki)
+    assert asyncio.run(ws_status(f"wss://localhost:{n.port}{path}", ctx, https_page)) == 101
+    assert asyncio.run(ws_status(f"wss://localhost:{n.port}{path}", ctx, http_page)) == 403
+    assert asyncio.run(ws_status(f"ws://localhost:{n.port}{path}", None, http_page)) == 101
+    assert asyncio.run(ws_status(f"ws://localhost:{n.port}{path}", None, https_page)) == 403
 
 
 # ------------------------------------------------------------------- reload
