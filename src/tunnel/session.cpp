@@ -218,7 +218,9 @@ bool Session::ack(uint64_t ack_offset) {
 
 void Session::close_delivered() {
   close_delivered_ = true;
-  if (!resumable_) retire();
+  // After a shutdown close nothing can come back for the session: keeping it would
+  // only hold the drain up until drain-timeout.
+  if (!resumable_ || close_code_ == close_code::kGoingAway) retire();
 }
 
 Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint64_t& next) {
