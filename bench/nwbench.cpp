@@ -450,7 +450,7 @@ class Pattern {
 // pattern period, so sending wraps around it forever without touching a byte.
 class FrameRing {
  public:
-  FrameRing(const Pattern& pat, size_t msg, bool ws) : msg_(msg) {
+  FrameRing(const Pattern& pat, size_t msg, bool ws) {
     size_t frames = pat.period() / msg;
     uint8_t hdr[netwine::ws::kMaxHeader];
     for (size_t j = 0; j < frames; ++j) {
@@ -477,7 +477,7 @@ class FrameRing {
   const uint8_t* data() const { return bytes_.data(); }
 
  private:
-  size_t msg_, frame_ = 0;
+  size_t frame_ = 0;
   std::vector<uint8_t> bytes_;
 };
 
