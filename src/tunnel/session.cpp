@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <string_view>
 
 #include "log.hpp"
 #include "tunnel/manager.hpp"
@@ -137,18 +138,29 @@ void Session::do_target_write() {
 
 std::string Session::attach(Transport* t, uint64_t ack_offset) {
   if (state_ == State::Ended) return "session has ended";
+  // A new transport has not seen the close yet: it gets it again (close_delivered).
+  retire_when_acked_ = false;
   if (ack_offset < down_base_)
     return "offset " + std::to_string(ack_offset) + " was acknowledged before and is no longer kept (oldest kept: " +
            std::to_string(down_base_) + ")";
-  if (!ack(ack_offset)) return "offset " + std::to_string(ack_offset) + " is past the data sent (" +
-                               std::to_string(down_max_sent_) + ")";
+  // The new transport has not seen the close yet, so this ack must not retire the
+  // session (close_delivered): it gets the close again.
+  bool retire_when_acked = retire_when_acked_;
+  retire_when_acked_ = false;
+  if (!ack(ack_offset)) {
+    retire_when_acked_ = retire_when_acked;  // refused: the old transport stays
+    return "offset " + std::to_string(ack_offset) + " is past the data sent (" + std::to_string(down_max_sent_) +
+           ")";
+  }
   if (transport_ && transport_ != t) {
     Transport* old = transport_;
     transport_ = nullptr;
     old->on_detached(close_code::kReplaced, "another transport took over the session");
   }
   transport_ = t;
-  used_.insert(t->name());
+  // The open request waiting for the connection ("open") carries no data: the
+  // access record lists only the transports the client really used.
+  if (std::string_view(t->name()) != "open") used_.insert(t->name());
   down_sent_ = down_base_;  // resend everything not acknowledged
   evtimer_del(idle_timer_.get());
   return {};
@@ -157,6 +169,7 @@ std::string Session::attach(Transport* t, uint64_t ack_offset) {
 void Session::detach(Transport* t) {
   if (transport_ != t) return;
   transport_ = nullptr;
+  retire_when_acked_ = false;  // whoever attaches next is sent the close again
   if (state_ == State::Ended) return;
   if (!resumable_) {
     // Nothing can come back for a non-resumable session: end it now.
@@ -213,6 +226,7 @@ bool Session::ack(uint64_t ack_offset) {
     if (down_sent_ < down_base_) down_sent_ = down_base_;
     update_target_reading();
   }
+  if (retire_when_acked_ && state_ == State::Ending && down_base_ == down_end_) retire();
   return true;
 }
 
@@ -220,7 +234,12 @@ void Session::close_delivered() {
   close_delivered_ = true;
   // After a shutdown close nothing can come back for the session: keeping it would
   // only hold the drain up until drain-timeout.
-  if (!resumable_ || close_code_ == close_code::kGoingAway) retire();
+  if (!resumable_ || close_code_ == close_code::kGoingAway) {
+    retire();
+    return;
+  }
+  retire_when_acked_ = transport_ != nullptr;
+  if (retire_when_acked_ && down_base_ == down_end_) retire();
 }
 
 Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint64_t& next) {

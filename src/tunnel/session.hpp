@@ -98,12 +98,13 @@ class Session {
   bool ready_to_close() const { return state_ == State::Ending && unsent() == 0; }
   int close_code() const { return close_code_; }
   const std::string& close_reason() const { return close_reason_; }
-  // The transport has handed the close to the client. A non-resumable session is
-  // freed now. A resumable one stays (Ending) until the client's close, or the idle
-  // timeout once no transport is attached: the response carrying the close may be
-  // cut, and a client re-attaching must get the close (code and reason) again.
-  // A transport that knows the client has the close (a completed WebSocket close
-  // handshake) may call retire_now().
+  // The transport has handed the close to the client. A non-resumable session, or
+  // one closed by shutdown, is freed now. A resumable one:
+  //  - if the transport stays attached (a WebSocket waiting for the client's last
+  //    acks and Close): freed once every byte is acknowledged, or now if it is;
+  //  - if it has detached first (an HTTP response ending with its C frame): kept
+  //    until the client's close, or the idle timeout, because that response may
+  //    be cut and a client re-attaching must get the bytes and the close again.
   void close_delivered();
 
   // Upstream.
@@ -175,6 +176,7 @@ class Session {
   uint64_t down_max_sent_ = 0;  // highest offset ever given to any transport
   EvbufferPtr up_pending_;      // upstream bytes received while still connecting
   bool close_delivered_ = false;
+  bool retire_when_acked_ = false;  // the close went out on the transport still attached
   ConnectFailure connect_failure_;
   uint64_t up_next_ = 0;
   Transport* transport_ = nullptr;

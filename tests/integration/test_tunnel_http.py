@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import free_port, pattern_bytes
-from nwclient import Client, FrameReader, HttpError, ProtocolError
+from nwclient import Client, FrameReader, HttpError, ProtocolError, Session
 
 MODES = ["stream", "poll"]
 MiB = 1024 * 1024
@@ -609,6 +609,40 @@ def test_target_closing_first_delivers_everything_then_close(netwine, tcp_target
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_close_frame_is_sent_again_after_a_cut(netwine, tcp_target, mode):
+    """The response carrying C may be cut: a client that acknowledged every byte and
+    attaches again still learns how the session ended."""
+    payload = b"last words\n"
+
+    def speak_and_leave(conn):
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(1 << 16):
+            pass
+
+    t = tcp_target(speak_and_leave)
+    n, c = start(netwine, t)
+    s = c.open(t.address, mode="none")
+    wait_until(lambda: c.status()["sessions"][0]["state"] == "ending", 10, "the target to close")
+    for attempt in range(3):
+        if mode == "stream":
+            st = s.stream(ack=s.down)
+            frames = [f for f in iter(lambda: st.next_frame(10), None) if f.type != "H"]
+            st.kill()
+        else:
+            frames = s.poll_frames(ack=s.down)
+        if attempt == 0:
+            assert [f.type for f in frames] == ["D", "C"] and frames[0].payload == payload
+            s.ack()  # every byte acknowledged; then the client "loses" the C frame
+        else:
+            assert [(f.type, f.code) for f in frames] == [("C", 1000)]
+    assert s.close() == b"OK closed\n"
+    with pytest.raises(HttpError) as e:
+        s.poll()
+    assert error_of(e) == (404, "unknown_session")
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_client_close_flushes_upstream_and_half_closes(netwine, tcp_target, mode):
     rec = Recorder(echo=False)
     t = tcp_target(rec)
@@ -790,6 +824,75 @@ def test_second_poll_takes_over(netwine, tcp_target):
     s.close()
 
 
+def test_keep_alive_connection_carries_many_polls_and_streams(netwine, tcp_target):
+    """Browsers reuse connections: held polls and ended streams must leave the
+    connection ready for the next request (http.client, one connection)."""
+    import http.client
+    t = tcp_target(Recorder())
+    n, c = start(netwine, t, extra=["--poll-wait", "0.3", "--stream-recycle-bytes", "64K"])
+    conn = http.client.HTTPConnection(n.host, n.port, timeout=10)
+
+    def call(method, path, body=None):
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read()
+
+    status, body = call("POST", f"/netwine/open?target={t.address}&mode=poll")
+    assert status == 200
+    key = body.decode().split()[1]
+    down = 0
+    up = 0
+    blob = pattern_bytes(200 * 1024, 9)
+    for i in range(3):
+        assert call("GET", f"/netwine/{key}/poll?ack={down}") == (200, b"")  # held, then empty
+        status, body = call("POST", f"/netwine/{key}/send?off={up}", blob)
+        up += len(blob)
+        assert (status, body) == (200, f"OK {up}\n".encode())
+        got = b""
+        for _ in range(50):  # polls until the echo is back
+            status, body = call("GET", f"/netwine/{key}/poll?ack={down}")
+            assert status == 200
+            for f in FrameReader("text").feed(body):
+                assert f.offset == down
+                down += len(f.payload)
+                got += f.payload
+            if len(got) == len(blob):
+                break
+        assert got == blob
+        # The same connection streams; a stream ends with R after 64 KiB, or without
+        # a frame when a poll (on another connection) takes over once all is in.
+        s_up = up
+        status, body = call("POST", f"/netwine/{key}/send?off={up}", blob)
+        up += len(blob)
+        got = b""
+        taken_over = False
+        for _ in range(50):
+            if len(got) == len(blob):
+                break
+            conn.request("GET", f"/netwine/{key}/stream?ack={down}")
+            r = conn.getresponse()
+            assert r.status == 200
+            reader = FrameReader("text")
+            while True:
+                chunk = r.read1(65536)
+                if not chunk:
+                    break
+                for f in reader.feed(chunk):
+                    if f.type == "D":
+                        assert f.offset == down
+                        down += len(f.payload)
+                        got += f.payload
+                if len(got) == len(blob) and not taken_over:
+                    taken_over = True
+                    other = Session(c, key)
+                    other.down = down
+                    assert other.poll() == b""  # takes the session over; ends the stream
+        assert taken_over
+        assert got == blob and up - s_up == len(blob)
+    assert call("POST", f"/netwine/{key}/close") == (200, b"OK closed\n")
+    conn.close()
+
+
 def test_poll_wait_expiry_is_empty_200(netwine, tcp_target):
     t = tcp_target("echo")
     n, c = start(netwine, t, extra=["--poll-wait", "0.5"])
@@ -901,10 +1004,10 @@ def test_access_log_session_record(netwine, tcp_target, tmp_path, mode, fmt):
         j = json.loads(line)
         assert j["bytes_up"] == 10 and j["bytes_down"] == 16
         assert j["close"] == "1000 closed by the client"
-        assert mode in j["transports"]
+        assert j["transports"] == mode
         assert j["target"] == t.address
     else:
-        assert "bytes_up=10" in line and "bytes_down=16" in line
+        assert "bytes_up=10" in line and "bytes_down=16" in line and f"transports={mode} " in line
         assert "1000 closed by the client" in line
     assert s.key not in log.read_text()  # the key is never logged whole
     assert s.key[:6] in line
