@@ -86,6 +86,7 @@ void free_abandoned(evhttp_request* req) {
 void reply_connect_failure(evhttp_request* req, Session& s) {
   const auto& f = s.connect_failure();
   if (f.status) http::send_json_error(req, f.status, f.code, f.message);
+  else if (s.close_code() == close_code::kGoingAway) http::send_json_error(req, 503, "shutting_down", s.close_reason());
   else http::send_json_error(req, 502, "target_closed", s.close_reason());
 }
 
@@ -156,7 +157,16 @@ class StreamTransport final : public Transport {
     if (bufferevent* bev = evhttp_connection_get_bufferevent(conn_))
       bufferevent_setwatermark(bev, EV_READ, 0, kHeldInputCap);
     std::string head;
-    if (pad_) head += padding_line(m_.config().stream_padding);
+    if (pad_) {
+      // Several lines when needed: readers need only accept lines of kMaxControlLine.
+      size_t left = m_.config().stream_padding;
+      while (left > 0) {
+        size_t n = std::min(left, kMaxControlLine);
+        if (left - n > 0 && left - n < 3) n -= 3;  // the last line needs "P \n" at least
+        head += padding_line(n);
+        left -= std::min(left, n);
+      }
+    }
     if (is_open_) head += ok_line(s_->key());
     if (!head.empty()) write(head);
     arm_heartbeat();

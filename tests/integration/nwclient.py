@@ -298,6 +298,8 @@ class FrameReader:
                 raise ProtocolError("control line longer than 4096 bytes")
             return None
         line = bytes(self._buf[:nl])
+        if nl + 1 > MAX_CONTROL_LINE and not (self.framing == "text" and line.startswith(b"D ")):
+            raise ProtocolError(f"frame line of {nl + 1} bytes (at most {MAX_CONTROL_LINE})")
         if self.framing == "binary" and line.startswith(b"D "):
             parts = line.split(b" ")
             if len(parts) != 3:

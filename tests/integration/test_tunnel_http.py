@@ -478,6 +478,19 @@ def test_connect_timeout_is_504(netwine, blackhole, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_shutdown_while_connecting_is_503(netwine, blackhole, mode):
+    n, c = start(netwine, f"127.0.0.1:{blackhole}", extra=["--connect-timeout", "30"])
+    p = c.request("POST", f"/netwine/open?target=127.0.0.1:{blackhole}&mode={mode}", wait=False)
+    wait_until(lambda: c.status()["sessions_open"] == 1, 10, "the session to be connecting")
+    n.signal(signal.SIGTERM)
+    r = p.response(10)
+    body = json.loads(r.read_all())
+    r.close()
+    assert (r.status, body["error"]) == (503, "shutting_down"), body
+    assert n.proc.wait(15) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_target_not_allowed_is_403_and_never_connected(netwine, tcp_target, mode):
     allowed = tcp_target("echo")
     # The forbidden port: a listener that never accepts, so any connection netwine
@@ -570,19 +583,22 @@ def test_abandoned_poll_is_noticed(netwine, tcp_target):
     s.close()
 
 
-def test_stream_padding_prelude(netwine, tcp_target):
+@pytest.mark.parametrize("framing", ["text", "binary"])
+@pytest.mark.parametrize("size", [2048, 4096, 4098, 10 * 1024, 64 * 1024])
+def test_stream_padding_prelude(netwine, tcp_target, framing, size):
     t = tcp_target(Recorder(greeting=b"hi"))
-    n, c = start(netwine, t, extra=["--stream-padding", "4K"])
-    r = c.request("POST", f"/netwine/open?target={t.address}&pad=1")
+    n, c = start(netwine, t, extra=["--stream-padding", str(size)])
+    r = c.request("POST", f"/netwine/open?target={t.address}&pad=1&framing={framing}")
     assert r.status == 200
-    reader = FrameReader("text")
+    reader = FrameReader(framing)  # refuses lines over 4096 bytes where PROTOCOL.md allows it
     frames = []
     deadline = time.monotonic() + 10
-    while len(frames) < 3:
+    while not frames or frames[-1].type != "D":
         assert time.monotonic() < deadline
         frames += reader.feed(r.read(5))
-    assert [f.type for f in frames[:3]] == ["P", "OK", "D"]
-    assert r.body_bytes >= 4096
+    types = [f.type for f in frames]
+    assert types[-2:] == ["OK", "D"] and set(types[:-2]) == {"P"}, types
+    assert r.body_bytes >= size
     r.kill()
 
 
