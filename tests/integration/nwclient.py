@@ -529,7 +529,10 @@ class Client:
             session.key = frames[0].key
             return session
         s = Stream(session, r)
+        deadline = time.monotonic() + timeout
         while True:
+            if time.monotonic() > deadline:
+                raise ProtocolError("no OK frame in time")
             f = s.next_frame(timeout)
             if f is None:
                 raise ProtocolError("stream ended before OK")
