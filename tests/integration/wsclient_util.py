@@ -92,7 +92,8 @@ class RawWs:
         while b"\r\n\r\n" not in raw:
             b = self.sock.recv(65536)
             if not b:
-                break
+                self.sock.close()
+                raise EOFError(f"connection closed inside the handshake response: {raw[:200]!r}")
             raw += b
         status, headers, rest = parse_head(raw)
         if status != 101:
@@ -244,6 +245,9 @@ class V1Transfer:
         start_down = len(self.received)
         last_ack = len(self.received)
         deadline = time.monotonic() + deadline_s
+        # Frames may already sit in ws.buf, read along with the OK message by
+        # attach(): parse them before waiting for the socket, which may stay quiet.
+        unparsed = bool(ws.buf)
         while len(self.received) < len(self.data):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"transfer stalled at up={self.up_pos} down={len(self.received)}")
@@ -252,18 +256,20 @@ class V1Transfer:
                 ws.out += encode_frame(OP_BINARY, be64(self.up_pos) + chunk)
                 self.up_pos += len(chunk)
             want_w = [sock] if ws.out else []
-            r, w, _ = select.select([sock], want_w, [], 1.0)
+            r, w, _ = select.select([sock], want_w, [], 0 if unparsed else 1.0)
             if w:
                 try:
                     n = sock.send(ws.out)
                     del ws.out[:n]
                 except BlockingIOError:
                     pass
-            if r:
-                b = sock.recv(1 << 20)
-                if not b:
-                    raise EOFError("server closed the connection")
-                ws.buf += b
+            if r or unparsed:
+                unparsed = False
+                if r:
+                    b = sock.recv(1 << 20)
+                    if not b:
+                        raise EOFError("server closed the connection")
+                    ws.buf += b
                 while True:
                     f = ws.try_frame()
                     if not f:
