@@ -95,6 +95,50 @@ void access(std::string_view kind, const Record& r) {
   std::fflush(g_access);
 }
 
+double monotonic_seconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+bool Throttle::allow(uint64_t& suppressed, double& over_seconds) {
+  double now = monotonic_seconds();
+  if (window_start_ < 0 || now - window_start_ >= window_) {
+    window_start_ = now;
+    in_window_ = 0;
+  }
+  suppressed = 0;
+  over_seconds = 0;
+  if (in_window_ < burst_) {
+    ++in_window_;
+    if (suppressed_) {
+      suppressed = suppressed_;
+      over_seconds = suppressed_last_ - suppressed_since_;
+      suppressed_ = 0;
+    }
+    return true;
+  }
+  if (suppressed_++ == 0) suppressed_since_ = now;
+  suppressed_last_ = now;
+  return false;
+}
+
+uint64_t Throttle::take_pending(double& over_seconds, bool only_when_window_over) {
+  over_seconds = 0;
+  if (!suppressed_) return 0;
+  double now = monotonic_seconds();
+  if (only_when_window_over) {
+    if (now - window_start_ < window_) return 0;
+    // A new window starts with this summary, so the next flood gets one more
+    // summary at the earliest a window later, not a full line at once.
+    window_start_ = now;
+    in_window_ = burst_;
+  }
+  uint64_t n = suppressed_;
+  over_seconds = suppressed_last_ - suppressed_since_;
+  suppressed_ = 0;
+  return n;
+}
+
 std::string redact_key(std::string_view key) {
   if (key.size() <= 6) return std::string(key);
   return std::string(key.substr(0, 6)) + "...";

@@ -29,6 +29,36 @@ template <typename... Args> void info(Args&&... a) { emit(LogLevel::Info, a...);
 template <typename... Args> void warn(Args&&... a) { emit(LogLevel::Warn, a...); }
 template <typename... Args> void error(Args&&... a) { emit(LogLevel::Error, a...); }
 
+// Keeps one kind of line from flooding the log (an attacker guessing keys, accept
+// failing with EMFILE ten times a second): in each `window` the first `burst`
+// occurrences may be logged; the rest are only counted, and the count is handed
+// to the next occurrence that may be logged, or to take_pending() (the server
+// asks every second, and at exit), which writes it as a summary. At most one
+// summary per window either way.
+class Throttle {
+ public:
+  Throttle(double window_seconds, uint64_t burst) : window_(window_seconds), burst_(burst) {}
+  // True if this occurrence may be logged in full. `suppressed` gets how many were
+  // counted since the last summary (to be mentioned now, when non-zero) and
+  // `over_seconds` the time from the first of them to the last.
+  bool allow(uint64_t& suppressed, double& over_seconds);
+  // Counted occurrences not yet reported, and the time they span; resets the count.
+  // With `only_when_window_over`, 0 until the window they fell in has ended.
+  uint64_t take_pending(double& over_seconds, bool only_when_window_over = false);
+
+ private:
+  double window_;
+  uint64_t burst_;
+  double window_start_ = -1;      // monotonic seconds; -1 before the first occurrence
+  uint64_t in_window_ = 0;        // occurrences in the current window
+  uint64_t suppressed_ = 0;       // counted, not yet reported
+  double suppressed_since_ = 0;   // when the first of them happened
+  double suppressed_last_ = 0;    // and the last
+};
+
+// Monotonic seconds (for Throttle and durations).
+double monotonic_seconds();
+
 // One access-log record: ordered fields, written as `k=v` text or a JSON object.
 struct Record {
   std::vector<std::pair<std::string, std::string>> text_fields;

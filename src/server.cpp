@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -87,33 +88,135 @@ int header_count(evkeyvalq* headers, const char* name) {
   return n;
 }
 
+// True if every header name is an RFC 9110 token and no value holds a control
+// byte (HTAB aside): evhttp takes "\x00\x01: x" as a header, which a proxy in
+// front may read differently.
+bool headers_well_formed(evkeyvalq* headers) {
+  auto tchar = [](unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+  };
+  for (evkeyval* kv = headers->tqh_first; kv; kv = kv->next.tqe_next) {
+    if (!kv->key[0]) return false;
+    for (const char* p = kv->key; *p; ++p)
+      if (!tchar(static_cast<unsigned char>(*p))) return false;
+    for (const char* p = kv->value; *p; ++p) {
+      auto c = static_cast<unsigned char>(*p);
+      if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+    }
+  }
+  return true;
+}
+
 constexpr double kAcceptPauseSeconds = 0.1;  // after EMFILE & co: breathe instead of spinning
+// A request taking longer than header-timeout must keep arriving at this rate
+// (bytes/s) to be given another header-timeout: a body over a slow link does,
+// a slowloris dribble does not (Apache's mod_reqtimeout has the same MinRate idea).
+constexpr double kMinRequestRate = 1024;
+// Lines that a flood would repeat (accept failing, slow clients being cut): at
+// most kFloodLogBurst per kFloodLogWindowSeconds; the rest are counted.
+constexpr double kFloodLogWindowSeconds = 10;
+constexpr uint64_t kFloodLogBurst = 3;
+const timeval kZeroTimeval{0, 0};
+
+// " (and N more times in S s before)" for a throttled line, "" when nothing was held back.
+std::string suppressed_note(uint64_t more, double seconds) {
+  if (!more) return {};
+  char span[32];
+  std::snprintf(span, sizeof span, "%.1f", seconds);
+  return " (and " + std::to_string(more) + " more times in " + span + "s before)";
+}
 
 }  // namespace
 
-// Guards one accepted connection until its first request has arrived: if the head
-// (and body) has not arrived within header-timeout, the socket is shut down, which
-// evhttp sees as EOF and frees the connection. The guard holds a reference on the
-// bufferevent so the pointer stays valid even if evhttp frees the connection first;
-// it tells the two cases apart by evhttp having cleared the callbacks on free.
+// Guards one client connection from accept to close, and counts it.
+//
+// Slow requests (slowloris): a request, head and body, must arrive within
+// header-timeout of its first byte (the first request of a connection: of the
+// accept), or keep arriving at kMinRequestRate bytes/s over each further
+// header-timeout; otherwise the socket is shut down, which evhttp sees as EOF and
+// frees the connection. evhttp's own timeout does not do this: every byte re-arms it.
+//
+// libevent 2.1 keeps the connection's state private, so the guard reads it off the
+// bufferevent: while evhttp reads a request, the read callback is evhttp's and
+// reading is enabled; while a request is handled or answered evhttp disables
+// reading or clears the read callback; an upgraded WebSocket has its own.
+//
+// Accounting: evhttp creates its connection object only after the bufferevent
+// callback returns, so the guard adopts it from a zero-timeout event (or in the
+// first request's callback, if that comes first) and registers the close callback
+// there; every close, with or without a request, then reaches do_connection_close(),
+// which destroys the guard. The guard holds a reference on the bufferevent so its
+// pointer stays valid until then.
 struct Server::ConnGuard {
-  Server* server;
-  bufferevent* bev;
-  EventPtr timer;
-  bool counted = true;  // still counted in open_connections_ by this guard
+  Server* server = nullptr;
+  bufferevent* bev = nullptr;
+  EventPtr timer;                        // adoption (zero timeout), then request deadlines
+  evbuffer_cb_entry* input_cb = nullptr;  // counts bytes and arms deadlines
+  bool adopted = false;
+  bool armed = false;                    // a request deadline is running
+  uint64_t bytes_in = 0;                 // received on the connection so far
+  uint64_t window_start = 0;             // bytes_in when the current deadline was armed
 
-  static void on_timeout(evutil_socket_t, short, void* arg) {
-    auto* g = static_cast<ConnGuard*>(arg);
-    bufferevent_data_cb rcb = nullptr;
-    bufferevent_getcb(g->bev, &rcb, nullptr, nullptr, nullptr);
-    if (rcb) {
-      // evhttp still reads: the client has not sent a whole request in time.
-      log::info("closing connection ", g->peer(), ": request head not received within the header timeout");
-      evutil_socket_t fd = bufferevent_getfd(g->bev);
-      if (fd >= 0) shutdown(fd, SHUT_RDWR);
-    }
-    g->server->guards_done(g);
+  ~ConnGuard() {
+    if (input_cb) evbuffer_remove_cb_entry(bufferevent_get_input(bev), input_cb);
+    timer.reset();
+    bufferevent_decref(bev);
   }
+
+  // True while evhttp is reading a request on this connection.
+  bool evhttp_reading() const {
+    bufferevent_data_cb rcb = nullptr;
+    bufferevent_getcb(bev, &rcb, nullptr, nullptr, nullptr);
+    return rcb && rcb == server->evhttp_read_cb_ && (bufferevent_get_enabled(bev) & EV_READ);
+  }
+
+  void arm(double seconds) {
+    armed = true;
+    window_start = bytes_in;
+    timeval tv = to_timeval(seconds);
+    evtimer_add(timer.get(), &tv);
+  }
+
+  void disarm() {
+    armed = false;
+    evtimer_del(timer.get());
+  }
+
+  static void on_input(evbuffer*, const evbuffer_cb_info* info, void* arg) {
+    auto* g = static_cast<ConnGuard*>(arg);
+    if (info->n_added == 0) return;
+    g->bytes_in += info->n_added;
+    // The first bytes of a later request on a keep-alive connection start its deadline.
+    if (!g->armed && g->adopted && g->evhttp_reading()) {
+      g->arm(g->server->config_.header_timeout);
+      g->window_start -= info->n_added;
+    }
+  }
+
+  static void on_timer(evutil_socket_t, short, void* arg) {
+    auto* g = static_cast<ConnGuard*>(arg);
+    if (!g->adopted) {
+      g->server->adopt(g, nullptr);  // may destroy g
+      return;
+    }
+    g->armed = false;
+    if (!g->evhttp_reading()) return;  // the request arrived, or the connection is upgraded
+    double window = g->server->config_.header_timeout;
+    if (g->bytes_in - g->window_start >= static_cast<uint64_t>(kMinRequestRate * window) &&
+        g->bytes_in > g->window_start) {
+      g->arm(window);  // slow but steady: a large body over a slow link
+      return;
+    }
+    uint64_t more = 0;
+    double over = 0;
+    if (g->server->slow_request_log_.allow(more, over))
+      log::info("closing connection ", g->peer(), ": request not received within the header timeout",
+                suppressed_note(more, over));
+    evutil_socket_t fd = bufferevent_getfd(g->bev);
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  }
+
   std::string peer() const {
     sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -123,30 +226,40 @@ struct Server::ConnGuard {
   }
 };
 
-Server::Server(Config config) : config_(std::move(config)) {}
+Server::Server(Config config)
+    : config_(std::move(config)),
+      accept_error_log_(kFloodLogWindowSeconds, 1),
+      slow_request_log_(kFloodLogWindowSeconds, kFloodLogBurst) {}
 
 Server::~Server() {
   tunnels_.reset();
-  for (auto& [bev, g] : guards_) {
-    bufferevent_decref(bev);
-  }
-  guards_.clear();
+  guards_.clear();  // before evhttp_free, whose close callbacks then find no guard
   http_.reset();
   demo_.reset();
 }
 
-void Server::guards_done(ConnGuard* g) {
-  // Called from the guard's own timer or from the request callback; the guard is
-  // erased here and its timer freed with it (freeing a non-running or just-fired
-  // timer event is safe).
-  bufferevent* bev = g->bev;
-  auto it = guards_.find(bev);
-  if (it == guards_.end()) return;
+void Server::adopt(ConnGuard* g, evhttp_connection* conn) {
+  g->adopted = true;
+  // evhttp has set up its callbacks by now, its read callback and its connection
+  // as their argument (libevent 2.1 http.c, evhttp_start_read_); it is reading the
+  // first request. A cleared read callback means evhttp has freed the connection.
   bufferevent_data_cb rcb = nullptr;
-  bufferevent_getcb(bev, &rcb, nullptr, nullptr, nullptr);
-  if (!rcb && g->counted) note_connection_gone();  // died before any request
-  guards_.erase(it);
-  bufferevent_decref(bev);
+  void* arg = nullptr;
+  bufferevent_getcb(g->bev, &rcb, nullptr, nullptr, &arg);
+  if (!conn) {
+    auto* c = static_cast<evhttp_connection*>(arg);
+    if (rcb && c && evhttp_connection_get_bufferevent(c) == g->bev) conn = c;
+    if (!conn) {
+      note_connection_gone();
+      guards_.erase(g->bev);  // destroys g, from its own timer callback, which touches nothing after
+      return;
+    }
+  }
+  if (rcb && !evhttp_read_cb_) evhttp_read_cb_ = rcb;
+  evhttp_connection_set_closecb(conn, &Server::on_connection_close, this);
+  // The first request's deadline (adoption follows the accept at once).
+  g->disarm();
+  g->arm(config_.header_timeout);
 }
 
 bufferevent* Server::on_new_connection(event_base*, void* self) {
@@ -166,13 +279,13 @@ bufferevent* Server::do_new_connection() {
     for (auto* l : listeners_) evconnlistener_disable(l);
     accept_paused_ = true;
   }
+  bufferevent_incref(bev);
   auto g = std::make_unique<ConnGuard>();
   g->server = this;
   g->bev = bev;
-  g->timer.reset(evtimer_new(base_.get(), &ConnGuard::on_timeout, g.get()));
-  timeval tv = to_timeval(config_.header_timeout);
-  evtimer_add(g->timer.get(), &tv);
-  bufferevent_incref(bev);
+  g->timer.reset(evtimer_new(base_.get(), &ConnGuard::on_timer, g.get()));
+  g->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), &ConnGuard::on_input, g.get());
+  evtimer_add(g->timer.get(), &kZeroTimeval);  // adopt evhttp's connection once it exists
   guards_[bev] = std::move(g);
   return bev;
 }
@@ -190,7 +303,8 @@ void Server::on_connection_close(evhttp_connection* conn, void* self) {
 }
 
 void Server::do_connection_close(evhttp_connection* conn) {
-  known_connections_.erase(conn);
+  // Runs inside evhttp_connection_free (or its reset), before the bufferevent goes.
+  if (bufferevent* bev = evhttp_connection_get_bufferevent(conn)) guards_.erase(bev);
   note_connection_gone();
   auto it = close_watchers_.find(conn);
   if (it != close_watchers_.end()) {
@@ -213,17 +327,11 @@ void Server::on_request(evhttp_request* req, void* self) {
 void Server::do_request(evhttp_request* req) {
   http::note_request_start(req);
   evhttp_connection* conn = evhttp_request_get_connection(req);
-  if (conn && !known_connections_.count(conn)) {
-    // First request on this connection: hand accounting over from the guard to
-    // the connection's close callback, which evhttp calls whenever it frees it.
-    known_connections_[conn] = true;
-    evhttp_connection_set_closecb(conn, &Server::on_connection_close, this);
-    if (bufferevent* bev = evhttp_connection_get_bufferevent(conn)) {
-      if (auto it = guards_.find(bev); it != guards_.end()) {
-        it->second->counted = false;
-        guards_done(it->second.get());
-      }
-    }
+  bufferevent* bev = conn ? evhttp_connection_get_bufferevent(conn) : nullptr;
+  if (auto it = bev ? guards_.find(bev) : guards_.end(); it != guards_.end()) {
+    ConnGuard* g = it->second.get();
+    if (!g->adopted) adopt(g, conn);  // the request came before the adoption event
+    g->disarm();                      // the request is in: no deadline while it is handled
   }
 
   evkeyvalq* in = evhttp_request_get_input_headers(req);
@@ -235,11 +343,24 @@ void Server::do_request(evhttp_request* req) {
     http::send_text(req, 400, "400 bad request: this server speaks only https\n");
     return;
   }
-  // Request smuggling forms evhttp would accept: refuse them and close.
-  if (header_count(in, "Content-Length") > 1 ||
-      (header_count(in, "Content-Length") && header_count(in, "Transfer-Encoding"))) {
+  // Request smuggling forms evhttp would accept: refuse them and close, so that
+  // nothing after them on the connection is read as a request. Transfer-Encoding
+  // is refused whole: evhttp ignores codings other than exactly "chunked" (the body
+  // is then read as the next request) and parses chunk sizes leniently ("0x5",
+  // "+5", "5 5"), while netwine's clients always send Content-Length (PROTOCOL.md).
+  if (header_count(in, "Transfer-Encoding")) {
     evhttp_add_header(out, "Connection", "close");
-    http::send_text(req, 400, "400 bad request: conflicting Content-Length / Transfer-Encoding\n");
+    http::send_text(req, 400, "400 bad request: Transfer-Encoding is not accepted; send Content-Length\n");
+    return;
+  }
+  if (!headers_well_formed(in)) {
+    evhttp_add_header(out, "Connection", "close");
+    http::send_text(req, 400, "400 bad request: malformed header field\n");
+    return;
+  }
+  if (header_count(in, "Content-Length") > 1) {
+    evhttp_add_header(out, "Connection", "close");
+    http::send_text(req, 400, "400 bad request: conflicting Content-Length headers\n");
     return;
   }
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
@@ -311,9 +432,33 @@ void Server::on_accept_error(evconnlistener*, void*) {
   int err = EVUTIL_SOCKET_ERROR();
   if (!active_) return;
   active_->pause_accepting(kAcceptPauseSeconds);
-  // Rate-limited by the pause itself: at most one line per pause.
-  log::warn("accept failed: ", evutil_socket_error_to_string(err), "; pausing accepting for ",
-            kAcceptPauseSeconds, "s");
+  // Out of descriptors, this repeats after every pause: one line per log window.
+  uint64_t more = 0;
+  double over = 0;
+  if (active_->accept_error_log_.allow(more, over))
+    log::warn("accept failed: ", evutil_socket_error_to_string(err), "; pausing accepting for ",
+              kAcceptPauseSeconds, "s at a time until it works", suppressed_note(more, over));
+}
+
+void Server::on_log_tick(evutil_socket_t, short, void* self) {
+  static_cast<Server*>(self)->flush_log_summaries(true);
+}
+
+// Writes what the log throttles have counted and not reported yet; with
+// `only_due`, only once their window is over (at most one summary per window).
+void Server::flush_log_summaries(bool only_due) {
+  double over = 0;
+  char span[32];
+  if (uint64_t more = accept_error_log_.take_pending(over, only_due)) {
+    std::snprintf(span, sizeof span, "%.1f", over);
+    log::warn("accept failed ", more, " more times in ", span, "s");
+  }
+  if (uint64_t more = slow_request_log_.take_pending(over, only_due)) {
+    std::snprintf(span, sizeof span, "%.1f", over);
+    log::info("closed ", more, " more connections whose request did not arrive within the header timeout",
+              " in ", span, "s");
+  }
+  http::flush_log_summaries(only_due);
 }
 
 void Server::pause_accepting(double seconds) {
@@ -448,7 +593,11 @@ int Server::run() {
     evsignal_add(signals_.back().get(), nullptr);
   }
   write_port_file();
+  log_tick_.reset(event_new(base_.get(), -1, EV_PERSIST, &Server::on_log_tick, this));
+  timeval second{1, 0};
+  evtimer_add(log_tick_.get(), &second);
   event_base_dispatch(base_.get());
+  flush_log_summaries(false);
   log::info("stopped");
   return exit_code_;
 }

@@ -12,6 +12,7 @@
 
 #include "config.hpp"
 #include "event_handles.hpp"
+#include "log.hpp"
 
 namespace netwine {
 
@@ -69,9 +70,11 @@ class Server {
   static void on_signal(evutil_socket_t sig, short, void* self);
   static void on_accept_error(evconnlistener* l, void* self);
   static void on_resume_accepting(evutil_socket_t, short, void* self);
+  static void on_log_tick(evutil_socket_t, short, void* self);
+  void flush_log_summaries(bool only_due);
   void pause_accepting(double seconds);
   void note_connection_gone();
-  void guards_done(ConnGuard* g);
+  void adopt(ConnGuard* g, evhttp_connection* conn);
 
   static Server* active_;  // for callbacks whose argument libevent owns
 
@@ -88,14 +91,19 @@ class Server {
   std::vector<evconnlistener*> listeners_;    // owned by http_ once bound
   std::vector<EventPtr> signals_;
   EventPtr resume_accept_;
+  EventPtr log_tick_;  // every second: summaries of throttled log lines
   EventPtr drain_timer_;
   std::unique_ptr<http::StaticSite> static_site_;
   std::unique_ptr<tunnel::Manager> tunnels_;
   std::unique_ptr<DemoService> demo_;
   // Connections that have dispatched a request: their close watchers.
   std::unordered_map<evhttp_connection*, std::function<void()>> close_watchers_;
-  std::unordered_map<evhttp_connection*, bool> known_connections_;
+  // Every open client connection's guard (slow requests, accounting), by bufferevent.
   std::unordered_map<bufferevent*, std::unique_ptr<ConnGuard>> guards_;
+  // evhttp's read callback (static in http.c): seen on the first adopted connection.
+  void (*evhttp_read_cb_)(bufferevent*, void*) = nullptr;
+  log::Throttle accept_error_log_;  // "accept failed" lines
+  log::Throttle slow_request_log_;  // "closing connection ...: header timeout" lines
   uint64_t open_connections_ = 0;
   bool accept_paused_ = false;
   bool draining_ = false;

@@ -1,6 +1,7 @@
 #include "http/http_util.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <unordered_map>
 
 #include <event2/buffer.h>
@@ -37,9 +38,39 @@ const char* method_name(evhttp_cmd_type t) {
   return "?";
 }
 
+// Requests for session keys that do not exist are what guessing keys looks like:
+// log a few a second in full, count the rest (log::Throttle).
+constexpr double kUnknownKeyLogWindowSeconds = 1.0;
+constexpr uint64_t kUnknownKeyLogBurst = 5;
+
+log::Throttle& unknown_key_throttle() {
+  static log::Throttle t(kUnknownKeyLogWindowSeconds, kUnknownKeyLogBurst);
+  return t;
+}
+
+// The client of the last unknown-key request that was only counted.
+std::string& last_unlogged_client() {
+  static std::string client;
+  return client;
+}
+
+void log_unknown_keys_summary(uint64_t count, double seconds) {
+  if (count == 0) return;
+  char span[32];
+  std::snprintf(span, sizeof span, "%.1f", seconds);
+  log::warn(count, " requests for unknown session keys (404) in ", span,
+            "s not logged one by one; the last from ", last_unlogged_client());
+}
+
 }  // namespace
 
 void note_request_start(evhttp_request* req) { start_times()[req] = Clock::now(); }
+
+void flush_log_summaries(bool only_due) {
+  double seconds = 0;
+  uint64_t count = unknown_key_throttle().take_pending(seconds, only_due);
+  log_unknown_keys_summary(count, seconds);
+}
 
 std::string peer_address(evhttp_request* req) {
   evhttp_connection* conn = evhttp_request_get_connection(req);
@@ -68,7 +99,11 @@ void log_request_done(evhttp_request* req, int status, uint64_t body_bytes) {
   log::access("http", r);
 }
 
-void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* body) {
+namespace {
+
+// Sends a complete response and logs it; `unknown_key` marks a 404 for a session
+// key that does not exist, which is logged through the throttle.
+void reply(evhttp_request* req, int status, const char* reason, evbuffer* body, bool unknown_key) {
   uint64_t n = body ? evbuffer_get_length(body) : 0;
   if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD && n > 0) {
     // libevent 2.1.12 sends a HEAD reply's body as given and adds no
@@ -79,27 +114,46 @@ void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* b
     evbuffer_drain(body, n);
     n = 0;
   }
-  log_request_done(req, status, n);
+  uint64_t unlogged = 0;
+  double over = 0;
+  if (!unknown_key || unknown_key_throttle().allow(unlogged, over)) {
+    log_unknown_keys_summary(unlogged, over);
+    log_request_done(req, status, n);
+  } else {
+    last_unlogged_client() = peer_address(req);
+    start_times().erase(req);
+  }
   evhttp_send_reply(req, status, reason ? reason : reason_phrase(status), body);
 }
 
-void send_text(evhttp_request* req, int status, std::string_view body, const char* content_type) {
+void text_reply(evhttp_request* req, int status, std::string_view body, const char* content_type,
+                bool unknown_key) {
   evkeyvalq* out = evhttp_request_get_output_headers(req);
   evhttp_remove_header(out, "Content-Type");
   evhttp_add_header(out, "Content-Type", content_type);
   evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
   evbuffer* buf = evbuffer_new();
   evbuffer_add(buf, body.data(), body.size());
-  send_reply(req, status, nullptr, buf);
+  reply(req, status, nullptr, buf, unknown_key);
   evbuffer_free(buf);
+}
+
+}  // namespace
+
+void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* body) {
+  reply(req, status, reason, body, false);
+}
+
+void send_text(evhttp_request* req, int status, std::string_view body, const char* content_type) {
+  text_reply(req, status, body, content_type, false);
 }
 
 void send_json_error(evhttp_request* req, int status, std::string_view code, std::string_view message) {
   nlohmann::json j;
   j["error"] = std::string(code);
   j["message"] = std::string(message);
-  send_text(req, status, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
-            "application/json");
+  text_reply(req, status, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+             "application/json", status == 404 && code == "unknown_session");
 }
 
 std::string redact_uri(std::string_view uri) {

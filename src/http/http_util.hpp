@@ -22,6 +22,11 @@ void note_request_start(evhttp_request* req);
 // itself when the response ends.
 void log_request_done(evhttp_request* req, int status, uint64_t body_bytes);
 
+// Writes the summaries of log lines held back so far (requests for unknown session
+// keys are logged a few a second, the rest counted): with `only_due`, only those
+// whose throttle window has ended. The server calls it every second, and at exit.
+void flush_log_summaries(bool only_due = false);
+
 // Sends a complete response and logs it. `body` may be null; it is drained.
 void send_reply(evhttp_request* req, int status, const char* reason, evbuffer* body);
 
@@ -30,6 +35,8 @@ void send_text(evhttp_request* req, int status, std::string_view body,
                const char* content_type = "text/plain; charset=utf-8");
 
 // The tunnel error shape of docs/PROTOCOL.md: {"error": CODE, "message": TEXT}.
+// 404 "unknown_session" answers (what guessing keys looks like) are access-logged
+// a few a second; the rest are counted and summarised in the server log.
 void send_json_error(evhttp_request* req, int status, std::string_view code,
                      std::string_view message);
 

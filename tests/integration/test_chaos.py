@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 
-from conftest import TcpTarget
+from conftest import BINARY, TcpTarget
 from nwclient import Client, FrameReader, HttpError, ProtocolError
 from wsclient_util import (OP_CLOSE, HandshakeError, RawWs, V1Transfer, close_payload)
 
@@ -34,6 +34,9 @@ SEND_CHUNK = 96 * 1024           # upstream bytes per HTTP send
 ACK_EVERY = 192 * 1024           # pure acks from a stream reader: under a quarter of --session-buffer
 TEST_DEADLINE = 120              # seconds for the whole data phase
 RSS_GROWTH_BOUND_KIB = 32 * 1024  # after every session has closed
+# A sanitizer build keeps freed memory in quarantine: its RSS says nothing about
+# netwine's, so the memory bound is checked on plain builds only.
+SANITIZED = BINARY.exists() and b"__asan_init" in BINARY.read_bytes()
 # Errors a cut produces on the client side; anything else (an assertion about
 # offsets, an unexpected HTTP status or close code) fails the test.
 CUT_ERRORS = (OSError, EOFError, ProtocolError, ValueError, IndexError)
@@ -444,7 +447,8 @@ def test_chaos_many_sessions_all_transports_cut_at_random(netwine):
         grown = n.rss_kib() - rss_start
         print(f"chaos seed {SEED}: {env.chaos.accepted} connections, {env.chaos.cuts} cut, "
               f"resumes {sum(o.resumes for o in outcomes)}, rss {rss_start} KiB -> +{grown} KiB")
-        assert grown < RSS_GROWTH_BOUND_KIB, f"RSS grew by {grown} KiB"
+        if not SANITIZED:
+            assert grown < RSS_GROWTH_BOUND_KIB, f"RSS grew by {grown} KiB"
     finally:
         env.stop.set()
         env.calm.close()
