@@ -372,6 +372,10 @@ class Env:
 
 
 def test_chaos_many_sessions_all_transports_cut_at_random(netwine):
+    """12 sessions (4 netwine.v1 WebSockets, 4 streaming, 4 polling; text and binary
+    framing) each move 4 MiB both ways through an echo target while the chaos proxy
+    cuts their connections: every byte arrives once, in order, both ways; every
+    session ends; RSS ends less than 32 MiB above where it started."""
     echo = HashingEcho()
     target = TcpTarget(echo)
     n = netwine("--access-log", "", "--target", target.address, "--poll-wait", "2",
@@ -427,12 +431,13 @@ def test_chaos_many_sessions_all_transports_cut_at_random(netwine):
         want = sorted((len(o.data), sha(o.data)) for o in outcomes)
         t_end = time.monotonic() + 20
         while len(echo.finished) < len(outcomes) and time.monotonic() < t_end:
-            env.stop.wait(0.05)  # polling the target's records, bounded
+            time.sleep(0.05)  # polling the target's records, bounded by t_end
         assert sorted(echo.finished) == want, "upstream bytes at the target differ"
 
         # The chaos was real: many connections were cut and every session resumed.
         assert env.chaos.cuts >= 3 * len(outcomes), env.chaos.cuts
-        # A WebSocket is cut at least once per MiB it moves; HTTP requests by chance.
+        # A WebSocket is cut at least once per MiB it moves (8 MiB: 4 each way);
+        # HTTP requests are short and cut by chance.
         resumes = [(o.name, o.resumes) for o in outcomes]
         assert all(r >= 8 for name, r in resumes if name.startswith("ws")), resumes
         for kind in ("stream", "poll"):
@@ -442,7 +447,7 @@ def test_chaos_many_sessions_all_transports_cut_at_random(netwine):
         c = Client(n.host, n.port)
         t_end = time.monotonic() + 20
         while c.status()["sessions_open"] and time.monotonic() < t_end:
-            env.stop.wait(0.05)
+            time.sleep(0.05)  # polling netwine's status, bounded by t_end
         assert c.status()["sessions_open"] == 0, c.status()
         grown = n.rss_kib() - rss_start
         print(f"chaos seed {SEED}: {env.chaos.accepted} connections, {env.chaos.cuts} cut, "
