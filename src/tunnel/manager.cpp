@@ -65,7 +65,14 @@ Manager::Manager(Server& server, int demo_port) : server_(server), demo_port_(de
 Manager::~Manager() {
   connecting_.clear();
   // Sessions detach their transports as they go; transports then stop touching them.
-  for (auto& [k, s] : sessions_) s->end(close_code::kGoingAway, "server shutting down");
+  // end() may retire a session, erasing it from sessions_: walk a snapshot of keys.
+  std::vector<std::string> keys;
+  keys.reserve(sessions_.size());
+  for (const auto& entry : sessions_) keys.push_back(entry.first);
+  for (const auto& key : keys) {
+    auto it = sessions_.find(key);
+    if (it != sessions_.end()) it->second->end(close_code::kGoingAway, "server shutting down");
+  }
   sessions_.clear();
   reap();
 }

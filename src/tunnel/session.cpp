@@ -7,11 +7,16 @@
 #include <string_view>
 
 #include "log.hpp"
+#include "sockio.hpp"
 #include "tunnel/manager.hpp"
 #include "tunnel/offsets.hpp"
 
 namespace netwine::tunnel {
 namespace {
+
+// Bytes read from the target per read callback beyond the bufferevent's own
+// 4096 (sockio.hpp): bounded so one fast target cannot starve the loop.
+constexpr size_t kReadBudget = 256 * 1024;
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -60,6 +65,7 @@ void Session::on_connected(BuffereventPtr target, const std::string& address) {
   target_ = std::move(target);
   target_address_ = address;
   bufferevent* bev = target_.get();
+  target_fd_ = sockio::plain_socket(bev) ? bufferevent_getfd(bev) : -1;
   bufferevent_setcb(bev, &Session::on_target_read, &Session::on_target_write,
                     &Session::on_target_event, this);
   // The write callback fires once the target has taken all but half a buffer:
@@ -105,6 +111,11 @@ void Session::do_target_read() {
   size_t n = evbuffer_get_length(in);
   if (n == 0) return;
   evbuffer_add_buffer(down_.get(), in);  // moves chains, no copy
+  // Then read on past the bufferevent's 4096 bytes, up to what the session
+  // buffer has room for (so back-pressure still holds) and a per-callback budget.
+  size_t buffered = evbuffer_get_length(down_.get());
+  size_t room = manager_.config().session_buffer > buffered ? manager_.config().session_buffer - buffered : 0;
+  if (target_fd_ >= 0 && room > 0) n += sockio::read_more(target_fd_, down_.get(), std::min(room, kReadBudget));
   down_end_ += n;
   update_target_reading();
   notify();
@@ -312,6 +323,7 @@ void Session::finish_client_close() {
     // Half-close first so the target sees EOF after the last byte, then let go.
     evutil_socket_t fd = bufferevent_getfd(target_.get());
     if (fd >= 0) ::shutdown(fd, SHUT_WR);
+    target_fd_ = -1;
     manager_.dispose(std::move(target_));
   }
   retire();
@@ -322,6 +334,7 @@ void Session::end(int code, const std::string& reason) {
   state_ = State::Ending;
   close_code_ = code;
   close_reason_ = reason;
+  target_fd_ = -1;
   if (target_) manager_.dispose(std::move(target_));
   if (evbuffer_get_length(up_pending_.get())) evbuffer_drain(up_pending_.get(), evbuffer_get_length(up_pending_.get()));
   log::debug("session ", log::redact_key(key_), " ending: ", code, " ", reason);
@@ -368,6 +381,7 @@ void Session::retire() {
     transport_ = nullptr;
     t->on_detached(close_code_, close_reason_);
   }
+  target_fd_ = -1;
   if (target_) manager_.dispose(std::move(target_));
   log_record();
   manager_.retire(this);

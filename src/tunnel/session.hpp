@@ -169,6 +169,7 @@ class Session {
   Manager& manager_;
   std::string key_, client_, origin_, target_label_, target_address_;
   bool resumable_;
+  evutil_socket_t target_fd_ = -1;  // plain TCP target: read past the 4096-byte cap
   State state_ = State::Connecting;
   BuffereventPtr target_;
   EvbufferPtr down_;          // bytes [down_base_, down_end_)

@@ -23,7 +23,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
@@ -31,6 +30,7 @@
 #include "http/http_util.hpp"
 #include "log.hpp"
 #include "server.hpp"
+#include "sockio.hpp"
 #include "tunnel/codec.hpp"
 #include "tunnel/manager.hpp"
 #include "tunnel/session.hpp"
@@ -56,7 +56,6 @@ constexpr size_t kOutputLowWater = 256 * 1024;
 // Bytes read per read callback beyond the bufferevent's own 4096-byte read
 // (LIBEVENT-NOTES "Speed"): bounded so one fast client cannot starve the loop.
 constexpr size_t kReadBudget = 256 * 1024;
-constexpr size_t kReadChunk = 64 * 1024;
 // Largest single write the bufferevent makes (its default is 16 KiB).
 constexpr size_t kMaxSingleWrite = 1024 * 1024;
 // How long the closing handshake may take once our output has stopped draining.
@@ -138,14 +137,6 @@ const char* method_name(evhttp_cmd_type t) {
     case EVHTTP_REQ_POST: return "POST";
     default: return "OTHER";
   }
-}
-
-// True when the bufferevent reads a plain TCP socket, so recv() on its fd reads
-// exactly what it would read. Not for TLS or filter bufferevents: their fd
-// carries ciphertext or sits below another layer.
-bool plain_socket(bufferevent* bev) {
-  return bufferevent_get_underlying(bev) == nullptr && bufferevent_openssl_get_ssl(bev) == nullptr &&
-         bufferevent_getfd(bev) >= 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -230,7 +221,6 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void on_close(std::optional<uint16_t> code, std::string_view reason) override;
 
   // Receive path.
-  void top_up_read(evbuffer* in);
   void feed_input(evbuffer* in);
   void upstream(uint64_t offset, const uint8_t* data, size_t len);
   void upstream_v1_piece(std::span<const uint8_t> bytes);
@@ -329,7 +319,7 @@ void WsConnection::start(tunnel::Session* s, const HandshakeResult& hs) {
   bufferevent_setwatermark(bev_, EV_WRITE, kOutputLowWater, 0);
   bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
   bufferevent_enable(bev_, EV_READ | EV_WRITE);
-  raw_fd_ = plain_socket(bev_) && !m_.server().is_tls(req_) ? bufferevent_getfd(bev_) : -1;
+  raw_fd_ = sockio::plain_socket(bev_) && !m_.server().is_tls(req_) ? bufferevent_getfd(bev_) : -1;
   // If evhttp frees the connection under us (evhttp_free at shutdown), stop.
   m_.server().watch_close(conn_, [this] { on_connection_freed(); });
 
@@ -359,29 +349,11 @@ void WsConnection::do_read() {
   // Move (not copy) what the bufferevent read into our own buffer: a socket
   // bufferevent's input is frozen at its end, so only rx_ can take more.
   evbuffer_add_buffer(rx_.get(), in);
-  if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full())) top_up_read(rx_.get());
+  if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full())) sockio::read_more(raw_fd_, rx_.get(), kReadBudget);
   if (evbuffer_get_length(rx_.get())) last_rx_ = now_seconds();
   feed_input(rx_.get());
   after_batch();
   settle();
-}
-
-// The bufferevent read at most 4096 bytes (LIBEVENT-NOTES "Speed"); read on
-// from the socket into rx_, up to kReadBudget. EOF and errors are left for
-// the bufferevent's own next read to report.
-void WsConnection::top_up_read(evbuffer* in) {
-  size_t got = 0;
-  while (got < kReadBudget) {
-    evbuffer_iovec v;
-    if (evbuffer_reserve_space(in, static_cast<ev_ssize_t>(kReadChunk), &v, 1) < 1) return;
-    size_t want = std::min(v.iov_len, kReadBudget - got);
-    ssize_t r = ::recv(raw_fd_, v.iov_base, want, MSG_DONTWAIT);
-    if (r <= 0) return;  // unused reserved space is simply given back
-    v.iov_len = static_cast<size_t>(r);
-    evbuffer_commit_space(in, &v, 1);
-    got += static_cast<size_t>(r);
-    if (static_cast<size_t>(r) < want) return;  // the socket is empty
-  }
 }
 
 // Feeds the whole input buffer to the decoder in place (evbuffer_peek gives the

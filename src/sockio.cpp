@@ -1,0 +1,33 @@
+#include "sockio.hpp"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include <event2/bufferevent_ssl.h>
+
+namespace netwine::sockio {
+
+bool plain_socket(bufferevent* bev) {
+  return bufferevent_get_underlying(bev) == nullptr && bufferevent_openssl_get_ssl(bev) == nullptr &&
+         bufferevent_getfd(bev) >= 0;
+}
+
+size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget) {
+  size_t got = 0;
+  while (got < budget) {
+    evbuffer_iovec v;
+    size_t want = std::min(kReadChunk, budget - got);
+    if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &v, 1) < 1) break;
+    want = std::min(v.iov_len, want);
+    ssize_t r = ::recv(fd, v.iov_base, want, MSG_DONTWAIT);
+    if (r <= 0) break;  // unused reserved space is simply given back
+    v.iov_len = static_cast<size_t>(r);
+    evbuffer_commit_space(out, &v, 1);
+    got += static_cast<size_t>(r);
+    if (static_cast<size_t>(r) < want) break;  // the socket is empty
+  }
+  return got;
+}
+
+}  // namespace netwine::sockio

@@ -1,0 +1,31 @@
+// Reading past the 4096-byte cap of a socket bufferevent (LIBEVENT-NOTES "Speed").
+//
+// A socket bufferevent reads at most 4096 bytes per read event, so a bulk relay
+// built on it alone makes a read callback, and a trip through the event loop, per
+// 4 KiB. Both relay directions move what the bufferevent read into a buffer of
+// their own and then call read_more() to take what else the kernel holds, up to a
+// budget, in large chunks.
+#pragma once
+
+#include <cstddef>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/util.h>
+
+namespace netwine::sockio {
+
+// Reads are made into contiguous spaces of this size (one evbuffer chain each).
+inline constexpr size_t kReadChunk = 64 * 1024;
+
+// True when the bufferevent reads a plain TCP socket itself, so recv() on its fd
+// reads exactly the bytes it would have read. Not for TLS or filter bufferevents:
+// their fd carries ciphertext or sits below another layer.
+bool plain_socket(bufferevent* bev);
+
+// Reads from fd into out until the socket is empty or `budget` bytes were read.
+// Returns the bytes read. EOF and errors are not reported here: they are left for
+// the bufferevent's own next read to see, so there is one place that handles them.
+size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget);
+
+}  // namespace netwine::sockio
