@@ -39,6 +39,7 @@ Session::Session(Manager& manager, std::string key, std::string client, std::str
       origin_(std::move(origin)),
       target_label_(std::move(target)),
       resumable_(resumable),
+      kept_(evbuffer_new()),
       down_(evbuffer_new()),
       up_pending_(evbuffer_new()),
       created_(now_seconds()) {
@@ -113,7 +114,7 @@ void Session::do_target_read() {
   evbuffer_add_buffer(down_.get(), in);  // moves chains, no copy
   // Then read on past the bufferevent's 4096 bytes, up to what the session
   // buffer has room for (so back-pressure still holds) and a per-callback budget.
-  size_t buffered = evbuffer_get_length(down_.get());
+  size_t buffered = evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get());
   size_t room = manager_.config().session_buffer > buffered ? manager_.config().session_buffer - buffered : 0;
   if (target_fd_ >= 0 && room > 0) n += sockio::read_more(target_fd_, down_.get(), std::min(room, kReadBudget));
   down_end_ += n;
@@ -125,7 +126,7 @@ void Session::update_target_reading() {
   if (!target_ || state_ != State::Open) return;
   // Back-pressure: past session-buffer unacknowledged bytes, stop reading the
   // target; TCP flow control then slows it down.
-  if (evbuffer_get_length(down_.get()) >= manager_.config().session_buffer)
+  if (evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get()) >= manager_.config().session_buffer)
     bufferevent_disable(target_.get(), EV_READ);
   else
     bufferevent_enable(target_.get(), EV_READ);
@@ -172,7 +173,9 @@ std::string Session::attach(Transport* t, uint64_t ack_offset) {
   // The open request waiting for the connection ("open") carries no data: the
   // access record lists only the transports the client really used.
   if (std::string_view(t->name()) != "open") used_.insert(t->name());
-  down_sent_ = down_base_;  // resend everything not acknowledged
+  // Resend everything not acknowledged: the kept bytes go back in front.
+  evbuffer_prepend_buffer(down_.get(), kept_.get());
+  down_sent_ = down_base_;
   evtimer_del(idle_timer_.get());
   return {};
 }
@@ -198,41 +201,48 @@ size_t Session::pull(evbuffer* out, size_t max) {
     evbuffer_remove_buffer(down_.get(), out, n);  // moves whole chains
     down_base_ += n;
   } else {
-    evbuffer_ptr pos;
-    evbuffer_ptr_set(down_.get(), &pos, static_cast<size_t>(down_sent_ - down_base_), EVBUFFER_PTR_SET);
+    // The bytes stay until acknowledged: copy them out, then move them to kept_.
     evbuffer_iovec v;
     evbuffer_reserve_space(out, static_cast<ev_ssize_t>(n), &v, 1);
-    evbuffer_copyout_from(down_.get(), &pos, v.iov_base, n);
+    evbuffer_copyout(down_.get(), v.iov_base, n);
     v.iov_len = n;
     evbuffer_commit_space(out, &v, 1);
+    evbuffer_remove_buffer(down_.get(), kept_.get(), n);
   }
-  down_sent_ += n;
-  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
-  if (!resumable_) update_target_reading();
+  advance_sent(n);
   return n;
 }
 
 size_t Session::pull(uint8_t* out, size_t max) {
   size_t n = std::min(max, unsent());
   if (n == 0) return 0;
-  evbuffer_ptr pos;
-  evbuffer_ptr_set(down_.get(), &pos, static_cast<size_t>(down_sent_ - down_base_), EVBUFFER_PTR_SET);
-  evbuffer_copyout_from(down_.get(), &pos, out, n);
-  down_sent_ += n;
-  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  evbuffer_copyout(down_.get(), out, n);
   if (!resumable_) {
     evbuffer_drain(down_.get(), n);
     down_base_ += n;
-    update_target_reading();
+  } else {
+    evbuffer_remove_buffer(down_.get(), kept_.get(), n);
   }
+  advance_sent(n);
   return n;
+}
+
+void Session::advance_sent(size_t n) {
+  down_sent_ += n;
+  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  if (!resumable_) update_target_reading();
 }
 
 bool Session::ack(uint64_t ack_offset) {
   auto d = decide_ack(down_base_, down_max_sent_, ack_offset);
   if (d.kind == AckDecision::Kind::Invalid) return false;
   if (d.kind == AckDecision::Kind::Advance) {
-    evbuffer_drain(down_.get(), static_cast<size_t>(d.drop));
+    // After a resume the client may acknowledge past what this transport has
+    // resent so far (it saw those bytes on the old one): drop them from down_ too.
+    auto drop = static_cast<size_t>(d.drop);
+    size_t from_kept = std::min(drop, evbuffer_get_length(kept_.get()));
+    evbuffer_drain(kept_.get(), from_kept);
+    evbuffer_drain(down_.get(), drop - from_kept);
     down_base_ = ack_offset;
     if (down_sent_ < down_base_) down_sent_ = down_base_;
     update_target_reading();

@@ -160,6 +160,7 @@ class Session {
   void do_target_read();
   void do_target_write();
   void update_target_reading();
+  void advance_sent(size_t n);
   void notify();
   void arm_idle_timer();
   void finish_client_close();
@@ -172,7 +173,11 @@ class Session {
   evutil_socket_t target_fd_ = -1;  // plain TCP target: read past the 4096-byte cap
   State state_ = State::Connecting;
   BuffereventPtr target_;
-  EvbufferPtr down_;          // bytes [down_base_, down_end_)
+  // Downstream bytes in two buffers, so that sending never walks the kept bytes:
+  // kept_ holds [down_base_, down_sent_) (sent, not yet acknowledged; always empty
+  // for a session that cannot be resumed), down_ holds [down_sent_, down_end_).
+  EvbufferPtr kept_;
+  EvbufferPtr down_;
   uint64_t down_base_ = 0, down_sent_ = 0, down_end_ = 0;
   uint64_t down_max_sent_ = 0;  // highest offset ever given to any transport
   EvbufferPtr up_pending_;      // upstream bytes received while still connecting
