@@ -18,6 +18,7 @@
 #include "http/http_util.hpp"
 #include "http/static_files.hpp"
 #include "log.hpp"
+#include "sockio.hpp"
 #include "tls.hpp"
 #include "tunnel/manager.hpp"
 
@@ -108,6 +109,10 @@ bool headers_well_formed(evkeyvalq* headers) {
   return true;
 }
 
+// Bytes read per callback, beyond the bufferevent's 4096, while evhttp reads a request.
+constexpr size_t kRequestReadBudget = 256 * 1024;
+// Largest single write on a client connection.
+constexpr size_t kMaxSingleWrite = 1024 * 1024;
 constexpr double kAcceptPauseSeconds = 0.1;  // after EMFILE & co: breathe instead of spinning
 // A request taking longer than header-timeout must keep arriving at this rate
 // (bytes/s) to be given another header-timeout: a body over a slow link does,
@@ -157,6 +162,8 @@ struct Server::ConnGuard {
   bool armed = false;                    // a request deadline is running
   uint64_t bytes_in = 0;                 // received on the connection so far
   uint64_t window_start = 0;             // bytes_in when the current deadline was armed
+  evutil_socket_t fd = -1;               // set for plain sockets: read_more() reads it
+  bool topping_up = false;
 
   ~ConnGuard() {
     if (input_cb) evbuffer_remove_cb_entry(bufferevent_get_input(bev), input_cb);
@@ -183,10 +190,11 @@ struct Server::ConnGuard {
     evtimer_del(timer.get());
   }
 
-  static void on_input(evbuffer*, const evbuffer_cb_info* info, void* arg) {
+  static void on_input(evbuffer* in, const evbuffer_cb_info* info, void* arg) {
     auto* g = static_cast<ConnGuard*>(arg);
     if (info->n_added == 0) return;
     g->bytes_in += info->n_added;
+    g->read_more(in);
     // The first bytes of a later request on a keep-alive connection start its deadline.
     if (!g->armed && g->adopted && g->evhttp_reading()) {
       g->arm(g->server->config_.header_timeout);
@@ -215,6 +223,18 @@ struct Server::ConnGuard {
                 suppressed_note(more, over));
     evutil_socket_t fd = bufferevent_getfd(g->bev);
     if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  }
+
+  // While evhttp reads a request from a plain socket (a send's body, say), read on
+  // past the bufferevent's 4096 bytes (sockio.hpp), so evhttp parses a large body
+  // in a few callbacks instead of one per 4 KiB. This runs inside the bufferevent's
+  // own read, where the input buffer takes more; the bytes added here come back
+  // through this callback (counted, not read again).
+  void read_more(evbuffer* in) {
+    if (topping_up || fd < 0 || !adopted || !evhttp_reading()) return;
+    topping_up = true;
+    sockio::read_more(fd, in, kRequestReadBudget);
+    topping_up = false;
   }
 
   std::string peer() const {
@@ -256,6 +276,7 @@ void Server::adopt(ConnGuard* g, evhttp_connection* conn) {
     }
   }
   if (rcb && !evhttp_read_cb_) evhttp_read_cb_ = rcb;
+  if (sockio::plain_socket(g->bev)) g->fd = bufferevent_getfd(g->bev);
   evhttp_connection_set_closecb(conn, &Server::on_connection_close, this);
   // The first request's deadline (adoption follows the accept at once).
   g->disarm();
@@ -273,6 +294,10 @@ bufferevent* Server::do_new_connection() {
   bufferevent* bev = tls_acceptor_ ? tls_acceptor_->new_connection()
                                    : bufferevent_socket_new(base_.get(), -1, BEV_OPT_CLOSE_ON_FREE);
   if (!bev) return nullptr;
+  // Stream and poll answers go out in writes of up to 1 MiB (libevent's default is
+  // 16 KiB). Plain sockets only: a larger single write on libevent 2.1.12's OpenSSL
+  // bufferevent corrupted streams over TLS (test_tls.py caught it).
+  if (!tls_acceptor_) bufferevent_set_max_single_write(bev, kMaxSingleWrite);
   ++open_connections_;
   if (open_connections_ >= config_.max_connections && !accept_paused_) {
     log::warn("max-connections (", config_.max_connections, ") reached: accepting paused");

@@ -509,7 +509,9 @@ void Manager::on_drained(std::function<void()> fn) {
 }
 
 void Manager::check_drained() {
-  if (shutting_down_ && sessions_.empty() && drained_) {
+  // Sessions are gone once their close is queued; a WebSocket may still be writing
+  // its last data and close frame: wait for it too (the drain timeout caps this).
+  if (shutting_down_ && sessions_.empty() && ws::delivering_connections() == 0 && drained_) {
     auto fn = std::move(drained_);
     drained_ = nullptr;
     fn();

@@ -44,6 +44,10 @@ class Manager {
   // Ends every session with 1001; `on_drained` runs once none is left.
   void shutdown();
   void on_drained(std::function<void()> fn);
+  // While shutting down: runs the on_drained() function once no session is left
+  // and no WebSocket is still writing its last bytes. Transports call it when
+  // they finish delivering.
+  void check_drained();
 
   // --- for sessions and transports ---
   const Config& config() const;
@@ -85,7 +89,6 @@ class Manager {
   void handle_status(evhttp_request* req);
   bool admin_allowed(evhttp_request* req) const;
   bool target_rules_empty() const;
-  void check_drained();
 
   Server& server_;
   int demo_port_;

@@ -177,6 +177,12 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void on_detached(int code, const std::string& reason) override;
   void on_upstream_room() override;
 
+  // Relaying, or our last bytes are still queued (see delivering_connections()).
+  bool delivering() const {
+    if (phase_ == Phase::Done || !bev_) return false;
+    return phase_ == Phase::Open || evbuffer_get_length(bufferevent_get_output(bev_)) > 0;
+  }
+
  private:
   enum class Phase {
     Open,       // relaying both ways
@@ -317,9 +323,11 @@ void WsConnection::start(tunnel::Session* s, const HandshakeResult& hs) {
   bufferevent_set_timeouts(bev_, nullptr, nullptr);  // evhttp's idle timeout would kill us
   bufferevent_setwatermark(bev_, EV_READ, 0, 0);
   bufferevent_setwatermark(bev_, EV_WRITE, kOutputLowWater, 0);
-  bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
-  bufferevent_enable(bev_, EV_READ | EV_WRITE);
   raw_fd_ = sockio::plain_socket(bev_) && !m_.server().is_tls(req_) ? bufferevent_getfd(bev_) : -1;
+  // Not over TLS: larger single writes on libevent 2.1.12's OpenSSL bufferevent
+  // corrupted HTTP streams (server.cpp).
+  if (raw_fd_ >= 0) bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
+  bufferevent_enable(bev_, EV_READ | EV_WRITE);
   // If evhttp frees the connection under us (evhttp_free at shutdown), stop.
   m_.server().watch_close(conn_, [this] { on_connection_freed(); });
 
@@ -772,6 +780,7 @@ void WsConnection::leave_session(Leave how) {
 void WsConnection::settle() {
   if (phase_ == Phase::Done || !bev_) return;
   bool drained = evbuffer_get_length(bufferevent_get_output(bev_)) == 0;
+  if (drained && phase_ != Phase::Open) m_.check_drained();  // a shutdown may wait for us
   if (phase_ != Phase::Flushing || !drained) return;
   if (raw_fd_ >= 0 && ::shutdown(raw_fd_, SHUT_WR) == 0) {
     // Lingering close: the client sees our FIN after our Close frame and
@@ -831,6 +840,12 @@ void WsConnection::release() {
 }  // namespace
 
 // ---------------------------------------------------------------- upgrade
+
+size_t delivering_connections() {
+  size_t n = 0;
+  for (const auto& entry : live()) n += entry.first->delivering() ? 1 : 0;
+  return n;
+}
 
 void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams& p) {
   std::string upgrade = joined_header(req, "Upgrade");

@@ -68,6 +68,7 @@
 // ---------------------------------------------------------------------------
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -96,5 +97,10 @@ struct UpgradeParams {
 // is gone), the close watcher frees the object directly: evhttp_free never runs
 // inside one of the object's callbacks.
 void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams& p);
+
+// WebSocket connections still relaying, or still writing their last data and
+// close frame to the socket after their session ended: a graceful shutdown waits
+// for them (not for the client's answering Close: the drain timeout bounds that).
+size_t delivering_connections();
 
 }  // namespace netwine::ws
