@@ -14,10 +14,12 @@
 # writes results.txt (one key=value line per run), table.md and logs to $OUT.
 #
 # Knobs (defaults in brackets):
-#   REPS [3]  TPUT_SECS [1]  LAT_SECS [1]  K [500] (idle connections / poll sessions)
+#   REPS [3]  TPUT_SECS [1]  LAT_SECS [1]  K [500] (idle connections, every bridge)
+#   K_WS [10000] (idle WebSocket sessions held by netwine alone: test hold_ws)
+#   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
 #   TARGETS ["raw netwine socat websockify"]  (raw: the echo target itself, no relay)
-#   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns stream poll_c1 poll_c8 poll_idle"]
+#   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"]
 #   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
 #   BUILD [build-bench]  BASE_PORT [19600]  OUT [/tmp/nwbench-<timestamp>]
 #   NETWINE [] a netwine binary to measure instead of building the work tree's
@@ -30,9 +32,11 @@ REPS=${REPS:-3}
 TPUT_SECS=${TPUT_SECS:-1}
 LAT_SECS=${LAT_SECS:-1}
 K=${K:-500}
+K_WS_WANTED=${K_WS:-10000}
+K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
 TARGETS=${TARGETS:-"raw netwine socat websockify"}
-TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns stream poll_c1 poll_c8 poll_idle"}
+TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
 BASE=${BASE_PORT:-19600}
@@ -40,6 +44,13 @@ OUT=${OUT:-/tmp/nwbench-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/nwbench-work.XXXXXX)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# Each WebSocket session holds two descriptors (client and target) in netwine's
+# one process: hold as many as the descriptor limit allows, and say so.
+FD_LIMIT=$(ulimit -n)
+K_WS=$K_WS_WANTED
+if [ "$FD_LIMIT" != unlimited ] && [ $((2 * K_WS + 100)) -gt "$FD_LIMIT" ]; then
+    K_WS=$(((FD_LIMIT - 100) / 2))
+fi
 NCPU=$(nproc)
 ALLCPU="0-$((NCPU - 1))"
 
@@ -139,7 +150,8 @@ HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
     echo "date: $(date -Is)"
     echo "host: $(uname -srm)  cpus: $NCPU  load: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
-    echo "REPS=$REPS TPUT_SECS=$TPUT_SECS LAT_SECS=$LAT_SECS K=$K PIN=$PIN STREAM_SEND=$STREAM_SEND"
+    echo "descriptor limit: $FD_LIMIT (K_WS $K_WS of $K_WS_WANTED wanted: two descriptors per WebSocket session)"
+    echo "REPS=$REPS TPUT_SECS=$TPUT_SECS LAT_SECS=$LAT_SECS K=$K K_WS=$K_WS K_POLL=$K_POLL PIN=$PIN STREAM_SEND=$STREAM_SEND"
     echo "TARGETS=$TARGETS"
     echo "TESTS=$TESTS"
     echo "socat: $(dpkg-query -W -f='${Version}' socat 2>/dev/null)  websockify: $(dpkg-query -W -f='${Version}' websockify 2>/dev/null)"
@@ -196,7 +208,7 @@ restart() { # TARGET
 # which tests apply to which target
 applies() { # TARGET TEST
     case $2 in
-    stream | poll_c1 | poll_c8 | poll_idle) [ "$1" = netwine ] ;;
+    hold_ws | stream | poll_c1 | poll_c8 | poll_idle) [ "$1" = netwine ] ;;
     conns) [ "$1" != raw ] ;;
     *) true ;;
     esac
@@ -223,6 +235,12 @@ run_test() { # REP TARGET TEST
         common=(--label "$t" --pid "$pid")
         [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
         args=(ws-conns --url "$url" -k "$K" --par 32 --hold 0.2 -t 60) ;;
+    hold_ws)  # the issue's 10,000 idle WebSocket sessions (websockify would need ~35 GB for them)
+        restart "$t"
+        pid=${PID[$t]}
+        common=(--label "$t" --pid "$pid")
+        [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
+        args=(ws-conns --url "$url" -k "$K_WS" --par 64 --hold 0.5 -t 100) ;;
     stream) args=(stream-tput --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -s "$STREAM_SEND" -t "$TPUT_SECS" --tpid "$TSPID") ;;
     poll_c1) args=(poll-rtt --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -c 1 -t "$LAT_SECS") ;;
     poll_c8) args=(poll-rtt --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -c 8 -t "$LAT_SECS") ;;
@@ -230,7 +248,7 @@ run_test() { # REP TARGET TEST
         restart "$t"
         pid=${PID[$t]}
         common=(--label "$t" --pid "$pid")
-        args=(poll-idle --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -k "$K" --par 32 --hold 0.2 -t 60) ;;
+        args=(poll-idle --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -k "$K_POLL" --par 32 --hold 0.5 -t 100) ;;
     esac
     local n0=0
     [ -n "$pid" ] && n0=$(nprocs_group "$pid")

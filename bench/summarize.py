@@ -32,6 +32,11 @@ NETWINE_ONLY = [
     ("poll round trips/s, 1 session", "poll_c1", "rtps", None),
     ("poll round trip p50 us, 1 session", "poll_c1", "p50_us", None),
     ("poll round trips/s, 8 sessions", "poll_c8", "rtps", None),
+    ("idle WebSocket sessions held (of K_WS)", "hold_ws", "alive", None),
+    ("idle WebSocket sessions: failed opens", "hold_ws", "failed", None),
+    ("KB per idle WebSocket session at K_WS (VmRSS)", "hold_ws", "kb_per_conn", None),
+    ("idle poll sessions held (of K_POLL)", "poll_idle", "alive", None),
+    ("idle poll sessions: failed opens", "poll_idle", "failed", None),
     ("KB per idle poll session (VmRSS)", "poll_idle", "kb_per_conn", None),
     ("new poll sessions/s", "poll_idle", "sessps", None),
 ]
