@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <functional>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -215,9 +216,9 @@ const std::vector<Option>& options() {
        size(&Config::max_sessions_per_client, 1, 10000000)},
       {"drain-timeout", Kind::Duration, "5", "on SIGTERM, wait at most this long for sessions to flush",
        duration(&Config::drain_timeout, 0, 3600)},
-      {"tls-cert", Kind::String, "", "PEM certificate chain; with tls-key enables https/wss on every listener",
+      {"tls-cert", Kind::String, "", "PEM certificate chain; with tls-key enables https/wss on every listener (alias: cert)",
        str(&Config::tls_cert)},
-      {"tls-key", Kind::String, "", "PEM private key", str(&Config::tls_key)},
+      {"tls-key", Kind::String, "", "PEM private key (alias: key)", str(&Config::tls_key)},
       {"tls-only", Kind::Bool, "false", "refuse plain HTTP when TLS is configured",
        boolean(&Config::tls_only)},
       {"target-ca", Kind::String, "",
@@ -227,9 +228,16 @@ const std::vector<Option>& options() {
   return table;
 }
 
+// Other names for an option, flags and JSON keys alike: the short TLS names the
+// project's issues and other bridges use.
+constexpr std::pair<const char*, const char*> kAliases[] = {{"cert", "tls-cert"}, {"key", "tls-key"}};
+
 const Option* find_option(const std::string& name) {
+  std::string canonical = name;
+  for (const auto& [alias, target] : kAliases)
+    if (name == alias) canonical = target;
   for (const auto& o : options())
-    if (name == o.name) return &o;
+    if (canonical == o.name) return &o;
   return nullptr;
 }
 

@@ -427,6 +427,15 @@ void Server::reload() {
     else
       log::info("TLS reload: new connections use ", tls_context_->describe());
   }
+  // The CAs for tls:// targets: connections being set up keep the context they
+  // started with (shared_ptr); new ones use the reloaded file.
+  std::string error;
+  if (auto fresh = tls::TargetTlsContext::create(config_.target_ca, error)) {
+    target_tls_ = std::move(fresh);
+    if (!config_.target_ca.empty()) log::info("target TLS reload: CAs from ", config_.target_ca, " and the system");
+  } else {
+    log::error("target TLS reload failed, keeping the previous CAs: ", error);
+  }
 }
 
 void Server::begin_shutdown(const char* why) {

@@ -6,6 +6,9 @@
 #include <cstring>
 #include <string_view>
 
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+
 #include "log.hpp"
 #include "sockio.hpp"
 #include "tunnel/manager.hpp"
@@ -330,13 +333,48 @@ void Session::client_close() {
 
 void Session::finish_client_close() {
   if (target_) {
+    // A TLS target gets a close_notify after the last byte, so it can tell our
+    // end from a truncation. SSL_shutdown() queues it, behind any ciphertext not
+    // yet written, in the TCP bufferevent below the TLS filter: half-close only
+    // once that has gone out (on_tls_flushed).
+    if (SSL* ssl = bufferevent_openssl_get_ssl(target_.get())) {
+      if (tls_flush_cb_) return;  // already waiting
+      SSL_shutdown(ssl);
+      bufferevent* tcp = bufferevent_get_underlying(target_.get());
+      if (tcp && evbuffer_get_length(bufferevent_get_output(tcp)) > 0) {
+        // Bounded: the idle timer armed by client_close() retires the session.
+        tls_flush_cb_ = evbuffer_add_cb(bufferevent_get_output(tcp), &Session::on_tls_flushed, this);
+        return;
+      }
+    }
     // Half-close first so the target sees EOF after the last byte, then let go.
     evutil_socket_t fd = bufferevent_getfd(target_.get());
     if (fd >= 0) ::shutdown(fd, SHUT_WR);
-    target_fd_ = -1;
-    manager_.dispose(std::move(target_));
+    drop_target();
   }
   retire();
+}
+
+void Session::on_tls_flushed(evbuffer* out, const evbuffer_cb_info*, void* self) {
+  auto* s = static_cast<Session*>(self);
+  if (evbuffer_get_length(out) > 0 || !s->target_) return;
+  // Runs inside the TCP bufferevent's write: drop_target() only schedules its
+  // freeing, and retire() the session's.
+  evutil_socket_t fd = bufferevent_getfd(s->target_.get());
+  if (fd >= 0) ::shutdown(fd, SHUT_WR);
+  s->drop_target();
+  s->retire();
+}
+
+void Session::drop_target() {
+  if (!target_) return;
+  if (tls_flush_cb_) {
+    if (bufferevent* tcp = bufferevent_get_underlying(target_.get()))
+      evbuffer_remove_cb_entry(bufferevent_get_output(tcp), tls_flush_cb_);
+    tls_flush_cb_ = nullptr;
+  }
+  target_fd_ = -1;
+  manager_.dispose(std::move(target_));
 }
 
 void Session::end(int code, const std::string& reason) {
@@ -344,8 +382,7 @@ void Session::end(int code, const std::string& reason) {
   state_ = State::Ending;
   close_code_ = code;
   close_reason_ = reason;
-  target_fd_ = -1;
-  if (target_) manager_.dispose(std::move(target_));
+  drop_target();
   if (evbuffer_get_length(up_pending_.get())) evbuffer_drain(up_pending_.get(), evbuffer_get_length(up_pending_.get()));
   log::debug("session ", log::redact_key(key_), " ending: ", code, " ", reason);
   if (transport_) notify();
@@ -391,8 +428,7 @@ void Session::retire() {
     transport_ = nullptr;
     t->on_detached(close_code_, close_reason_);
   }
-  target_fd_ = -1;
-  if (target_) manager_.dispose(std::move(target_));
+  drop_target();
   log_record();
   manager_.retire(this);
 }

@@ -164,6 +164,9 @@ class Session {
   void notify();
   void arm_idle_timer();
   void finish_client_close();
+  static void on_tls_flushed(evbuffer* out, const evbuffer_cb_info* info, void* self);
+  // Lets go of the target connection (freed outside of its callbacks).
+  void drop_target();
   void retire();
   void log_record();
 
@@ -171,6 +174,7 @@ class Session {
   std::string key_, client_, origin_, target_label_, target_address_;
   bool resumable_;
   evutil_socket_t target_fd_ = -1;  // plain TCP target: read past the 4096-byte cap
+  evbuffer_cb_entry* tls_flush_cb_ = nullptr;  // TLS target: waiting for the close_notify to go out
   State state_ = State::Connecting;
   BuffereventPtr target_;
   // Downstream bytes in two buffers, so that sending never walks the kept bytes:

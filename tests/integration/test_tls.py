@@ -529,12 +529,16 @@ class TlsEchoServer:
     def __init__(self, cert, key):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
+        # Python sets this by default: it would hide an end without close_notify.
+        self.ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.handshakes = 0
+        self.clean_ends = 0   # the client ended with a TLS close_notify
+        self.dirty_ends = 0   # the TCP connection ended without one (truncation)
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -549,15 +553,20 @@ class TlsEchoServer:
     def _serve(self, raw):
         try:
             raw.settimeout(30)
-            with self.ctx.wrap_socket(raw, server_side=True) as s:
+            with self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False) as s:
                 self.handshakes += 1
                 while True:
-                    data = s.recv(65536)
+                    try:
+                        data = s.recv(65536)
+                    except ssl.SSLEOFError:
+                        self.dirty_ends += 1
+                        return
                     if not data:
+                        self.clean_ends += 1
                         return
                     s.sendall(data)
         except (OSError, ssl.SSLError):
-            pass
+            pass  # failed handshakes: the tests look at what netwine reports
 
     def close(self):
         self.closed = True
@@ -597,6 +606,10 @@ def test_tls_target_verified_with_target_ca(pki, netwine, tls_echo):
     assert stream_echo(connect, target, payload) == payload
     assert stream_echo(connect, by_address, b"by address\n") == b"by address\n"
     assert server.handshakes >= 2
+    # stream_echo closes its sessions: netwine ends its TLS to the target with a
+    # close_notify, so the target can tell the end from a truncation attack.
+    assert wait_for(lambda: server.clean_ends == 2), (server.clean_ends, server.dirty_ends)
+    assert server.dirty_ends == 0
     assert n.stop() == 0
 
 
@@ -626,3 +639,30 @@ def test_tls_target_that_speaks_plain_tcp_fails_cleanly(pki, netwine, tcp_target
     status, body = open_poll(n, f"tls://localhost:{plain.port}")
     assert status == 502, body
     assert json.loads(body)["error"] == "target_tls_failed"
+
+
+def test_sighup_reloads_the_target_ca(pki, netwine, tls_echo, tmp_path):
+    """--target-ca is read again on SIGHUP: a target signed by a CA the file did
+    not hold is refused before and accepted after; a broken file keeps the CAs."""
+    good = tls_echo(pki.server)
+    target = f"tls://localhost:{good.port}"
+    ca_file = tmp_path / "target-ca.pem"
+    # A valid certificate that is not the issuer of the target's: loads, trusts nothing useful.
+    shutil.copy(pki.server2[0], ca_file)
+    n = netwine("--target", target, "--target-ca", str(ca_file))
+    status, body = open_poll(n, target)
+    assert status == 502, body
+    assert json.loads(body)["error"] == "target_tls_failed"
+
+    shutil.copy(pki.ca, ca_file)
+    n.signal(signal.SIGHUP)
+    assert wait_for(lambda: "target TLS reload: CAs from" in n.logs()), n.logs()
+    payload = b"trusted after the reload\n"
+    assert stream_echo(connection_factory(n, pki, False), target, payload) == payload
+
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    n.signal(signal.SIGHUP)
+    assert wait_for(lambda: "target TLS reload failed" in n.logs()), n.logs()
+    assert str(ca_file) in [l for l in n.logs().splitlines() if "target TLS reload failed" in l][0]
+    assert stream_echo(connection_factory(n, pki, False), target, payload) == payload
+    assert n.stop() == 0

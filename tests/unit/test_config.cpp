@@ -38,6 +38,17 @@ TEST_SUITE("config") {
     CHECK(o.config->poll_wait == doctest::Approx(1.5));
   }
 
+  TEST_CASE("--cert and --key are aliases of --tls-cert and --tls-key") {
+    auto o = parse({"--cert", "/etc/ssl/a.pem", "--key=/etc/ssl/a.key"});
+    REQUIRE(o.config);
+    CHECK(o.config->tls_cert == "/etc/ssl/a.pem");
+    CHECK(o.config->tls_key == "/etc/ssl/a.key");
+    auto lone = parse({"--cert", "/etc/ssl/a.pem"});
+    CHECK_FALSE(lone.config);
+    CHECK(lone.exit_code == 2);
+    CHECK(lone.message.find("tls-cert and tls-key must be given together") != std::string::npos);
+  }
+
   TEST_CASE("help and version exit 0 with text") {
     auto h = parse({"--help"});
     CHECK_FALSE(h.config);
