@@ -31,7 +31,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" --buildtype=release >/dev/null || exit 1
 fi
 meson compile -C "$BUILD" netwine >/dev/null || { echo "build failed" >&2; exit 1; }
-cp "$BUILD/src/netwine" "$WORK/netwine"
+cp "$BUILD/netwine" "$WORK/netwine"
 
 for p in socat websockify; do
     command -v "$p" >/dev/null || (apt-get update -qq && apt-get install -y -qq "$p") >/dev/null 2>&1 ||

@@ -66,7 +66,7 @@ if [ -n "${NETWINE:-}" ]; then  # measure a given binary (e.g. another branch's 
     cp "$NETWINE" "$WORK/netwine" || exit 1
 else
     meson compile -C "$BUILD" netwine nwbench >>"$OUT/build.log" 2>&1 || { log "build failed: $OUT/build.log"; exit 1; }
-    cp "$BUILD/src/netwine" "$WORK/netwine"
+    cp "$BUILD/netwine" "$WORK/netwine"
 fi
 cp "$BUILD/bench/nwbench" "$WORK/nwbench"
 NWB=$WORK/nwbench

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 bash tools/build.sh
 echo "netwine demo: open http://localhost:8080/"
-exec build/src/netwine --demo --listen 127.0.0.1:8080 "$@"
+exec build/netwine --demo --listen 127.0.0.1:8080 "$@"

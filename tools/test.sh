@@ -2,7 +2,7 @@
 # Installs what is missing, builds, runs every test suite, and ends with one line
 # "N passed, N failed[, N skipped]" counting the real test cases of all suites:
 #   1. meson suites in build/ (unit: doctest; integration: pytest; js; browser)
-#   2. unit + integration again under AddressSanitizer/UBSan (build-asan/)
+#   2. unit, integration, browser and interop again under AddressSanitizer/UBSan (build-asan/)
 #   3. each libFuzzer target for FUZZ_SECONDS (build-fuzz/)
 # NETWINE_QUICK=1 skips 2 and 3.
 set -uo pipefail
@@ -23,7 +23,7 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
   fi
   if meson compile -C build-asan >/dev/null; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-      meson test -C build-asan --print-errorlogs --suite unit --suite integration || status=1
+      meson test -C build-asan --print-errorlogs --suite unit --suite integration --suite browser --suite interop || status=1
     for f in build-asan/test-reports/*.xml; do
       [ -f "$f" ] && cp "$f" "$reports/asan-$(basename "$f")"
     done

@@ -45,11 +45,11 @@ async function refusedPort() {
 
 // Starts netwine on a free port; resolves once it wrote its port file.
 async function startNetwine(extraArgs) {
-  const bin = process.env.NETWINE_BIN || path.join(ROOT, 'build', 'src', 'netwine');
+  const bin = process.env.NETWINE_BIN || path.join(ROOT, 'build', 'netwine');
   if (!fs.existsSync(bin)) throw new Error(`netwine binary not found at ${bin} (build first, or set NETWINE_BIN)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'netwine-browser-'));
   const portFile = path.join(dir, 'ports');
-  const args = ['--demo', '--listen', '127.0.0.1:0', '--port-file', portFile, '--access-log', '',
+  const args = ['--demo', '--listen', '127.0.0.1:0', '--port-file', portFile, '--access-log', '', '--drain-timeout', '2',
     '--log-level', 'warn', '--www', path.join(ROOT, 'www'), '--js-client', path.join(ROOT, 'js-client')].concat(extraArgs);
   const proc = spawn(bin, args, {stdio: ['ignore', 'ignore', 'pipe']});
   let stderr = '';
@@ -64,12 +64,20 @@ async function startNetwine(extraArgs) {
         origin: 'http://' + m[1],
         address: m[1],
         stderr: () => stderr,
+        // SIGTERM, then the exit status and output are checked: a clean drain exits
+        // 0, and under the sanitizer build (tools/test.sh) any report, leaks at
+        // exit included, fails the suite.
         stop: () => new Promise((resolve) => {
-          if (proc.exitCode !== null) return resolve();
-          proc.once('exit', resolve);
+          if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+          proc.once('close', resolve);
           proc.kill('SIGTERM');
-          setTimeout(() => proc.kill('SIGKILL'), 5000).unref();
-        }).then(() => fs.rmSync(dir, {recursive: true, force: true})),
+          setTimeout(() => proc.kill('SIGKILL'), 10000).unref();
+        }).then(() => {
+          fs.rmSync(dir, {recursive: true, force: true});
+          if (/AddressSanitizer|LeakSanitizer|runtime error:/.test(stderr))
+            throw new Error('sanitizer report in netwine output:\n' + stderr);
+          if (proc.exitCode !== 0) throw new Error(`netwine exited with ${proc.exitCode ?? proc.signalCode}: ${stderr}`);
+        }),
       };
     }
     if (Date.now() > deadline) throw new Error('netwine did not start: ' + stderr);

@@ -17,7 +17,7 @@ import time
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BINARY = pathlib.Path(os.environ.get("NETWINE_BIN", ROOT / "build" / "src" / "netwine"))
+BINARY = pathlib.Path(os.environ.get("NETWINE_BIN", ROOT / "build" / "netwine"))
 STARTUP_SECONDS = 10
 
 

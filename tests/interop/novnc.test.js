@@ -16,7 +16,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const NETWINE = process.env.NETWINE_BIN || path.join(ROOT, 'build', 'src', 'netwine');
+const NETWINE = process.env.NETWINE_BIN || path.join(ROOT, 'build', 'netwine');
 const ARTIFACTS = process.env.NETWINE_ARTIFACTS || path.join(ROOT, 'build', 'test-artifacts');
 const NOVNC = process.env.NOVNC_DIR || '/usr/share/novnc';
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
