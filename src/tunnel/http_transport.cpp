@@ -276,13 +276,17 @@ std::unordered_map<Transport*, std::unique_ptr<Transport>>& live() {
   return table;
 }
 
-void StreamTransport::release() {
-  auto it = live().find(this);
+// Gives `t` up from live() to the Manager, which frees it later, outside of
+// this call stack. A transport not (or no longer) in live() is left alone.
+void release_live(Manager& m, Transport* t) {
+  auto it = live().find(t);
   if (it == live().end()) return;
   auto self = std::move(it->second);
   live().erase(it);
-  m_.dispose(std::move(self));  // freed later, outside of this call stack
+  m.dispose(std::move(self));
 }
+
+void StreamTransport::release() { release_live(m_, this); }
 
 // --------------------------------------------------------------------- poll
 
@@ -392,13 +396,7 @@ class PollTransport final : public Transport {
     release();
   }
 
-  void release() {
-    auto it = live().find(this);
-    if (it == live().end()) return;
-    auto self = std::move(it->second);
-    live().erase(it);
-    m_.dispose(std::move(self));
-  }
+  void release() { release_live(m_, this); }
 
   Manager& m_;
   evhttp_request* req_;
@@ -437,13 +435,7 @@ class OpenWaiter final : public Transport {
   }
 
  private:
-  void release() {
-    auto it = live().find(this);
-    if (it == live().end()) return;
-    auto self = std::move(it->second);
-    live().erase(it);
-    m_.dispose(std::move(self));
-  }
+  void release() { release_live(m_, this); }
   Manager& m_;
   evhttp_request* req_;
   Session* s_;
