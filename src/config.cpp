@@ -6,6 +6,7 @@
 #include <fstream>
 #include <algorithm>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -179,6 +180,9 @@ const std::vector<Option>& options() {
        size(&Config::max_header_size, 1 * kKiB, 1 * kMiB)},
       {"max-body-size", Kind::Size, "1M", "largest request body (413 past it)",
        size(&Config::max_body_size, 1 * kKiB, 1 * kGiB)},
+      {"allowed-methods", Kind::List, "GET,HEAD,POST,OPTIONS",
+       "HTTP methods served at all (of GET, HEAD, POST, OPTIONS, PUT, DELETE, PATCH); others get 405",
+       list(&Config::allowed_methods)},
       {"http-idle-timeout", Kind::Duration, "60", "close an idle keep-alive HTTP connection after it",
        duration(&Config::http_idle_timeout, 0.1, kDay)},
       {"header-timeout", Kind::Duration, "10",
@@ -277,6 +281,7 @@ void clear_list(Config& c, const Option& o) {
   else if (std::string(o.name) == "allow-origin") c.allow_origins.clear();
   else if (std::string(o.name) == "trusted-proxy") c.trusted_proxies.clear();
   else if (std::string(o.name) == "admin-allow") c.admin_allow.clear();
+  else if (std::string(o.name) == "allowed-methods") c.allowed_methods.clear();
 }
 
 ParseOutcome fail(std::string message) {
@@ -356,6 +361,10 @@ std::string validate(const Config& c) {
   if (c.listen.empty()) return "at least one --listen address is needed";
   if (c.tls_cert.empty() != c.tls_key.empty()) return "tls-cert and tls-key must be given together";
   if (c.tls_only && c.tls_cert.empty()) return "tls-only needs tls-cert and tls-key";
+  static const std::set<std::string> known = {"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"};
+  for (const auto& m : c.allowed_methods)
+    if (!known.count(m))
+      return "allowed-methods: unknown method '" + m + "' (use GET, HEAD, POST, OPTIONS, PUT, DELETE, PATCH)";
   return {};
 }
 

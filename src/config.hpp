@@ -39,6 +39,7 @@ struct Config {
   std::string default_target;        // WebSocket upgrades naming no target go here
   bool open_proxy = false;           // allow any target when no target rules exist
   std::vector<std::string> allow_origins;
+  std::vector<std::string> allowed_methods;  // others get 405 before any routing
   std::vector<std::string> trusted_proxies;
   std::vector<std::string> admin_allow;
 

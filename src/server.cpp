@@ -249,7 +249,16 @@ struct Server::ConnGuard {
 Server::Server(Config config)
     : config_(std::move(config)),
       accept_error_log_(kFloodLogWindowSeconds, 1),
-      slow_request_log_(kFloodLogWindowSeconds, kFloodLogBurst) {}
+      slow_request_log_(kFloodLogWindowSeconds, kFloodLogBurst) {
+  for (const auto& m : config_.allowed_methods) allow_header_ += (allow_header_.empty() ? "" : ", ") + m;
+}
+
+bool Server::method_allowed(evhttp_cmd_type t) const {
+  const std::string_view name = http::method_name(t);
+  for (const auto& m : config_.allowed_methods)
+    if (m == name) return true;
+  return false;
+}
 
 Server::~Server() {
   tunnels_.reset();
@@ -386,6 +395,11 @@ void Server::do_request(evhttp_request* req) {
   if (header_count(in, "Content-Length") > 1) {
     evhttp_add_header(out, "Connection", "close");
     http::send_text(req, 400, "400 bad request: conflicting Content-Length headers\n");
+    return;
+  }
+  if (!method_allowed(evhttp_request_get_command(req))) {
+    evhttp_add_header(out, "Allow", allow_header_.c_str());
+    http::send_text(req, 405, "405 method not allowed\n");
     return;
   }
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);

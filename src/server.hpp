@@ -75,10 +75,12 @@ class Server {
   void pause_accepting(double seconds);
   void note_connection_gone();
   void adopt(ConnGuard* g, evhttp_connection* conn);
+  bool method_allowed(evhttp_cmd_type t) const;
 
   static Server* active_;  // for callbacks whose argument libevent owns
 
   Config config_;
+  std::string allow_header_;  // --allowed-methods as an Allow header value
   EventBasePtr base_;
   DnsBasePtr dns_;
   // TLS for clients (null without --tls-cert): declared before http_ so they

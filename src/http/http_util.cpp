@@ -23,21 +23,6 @@ std::unordered_map<evhttp_request*, Clock::time_point>& start_times() {
   return table;
 }
 
-const char* method_name(evhttp_cmd_type t) {
-  switch (t) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-  }
-  return "?";
-}
-
 // Requests for session keys that do not exist are what guessing keys looks like:
 // log a few a second in full, count the rest (log::Throttle).
 constexpr double kUnknownKeyLogWindowSeconds = 1.0;
@@ -63,6 +48,21 @@ void log_unknown_keys_summary(uint64_t count, double seconds) {
 }
 
 }  // namespace
+
+const char* method_name(evhttp_cmd_type t) {
+  switch (t) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+  }
+  return "?";
+}
 
 void note_request_start(evhttp_request* req) { start_times()[req] = Clock::now(); }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include <event2/http.h>
+
 struct evhttp_request;
 struct evbuffer;
 
@@ -15,6 +17,9 @@ namespace netwine::http {
 
 // Remembers when handling of `req` started, for the access log's duration.
 // The server calls it once per request before dispatching.
+// "GET", "POST", ... for evhttp's method constant.
+const char* method_name(evhttp_cmd_type t);
+
 void note_request_start(evhttp_request* req);
 
 // Writes the access-log record of `req` (status, bytes) and forgets its start time.

@@ -130,15 +130,6 @@ std::string joined_header(evhttp_request* req, const char* name) {
   return out;
 }
 
-const char* method_name(evhttp_cmd_type t) {
-  switch (t) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_POST: return "POST";
-    default: return "OTHER";
-  }
-}
-
 // ---------------------------------------------------------------------------
 
 // One upgraded connection relaying to one session (the protocol is in the
@@ -854,7 +845,7 @@ void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams
   std::string key = joined_header(req, "Sec-WebSocket-Key");
   std::string protocols = joined_header(req, "Sec-WebSocket-Protocol");
   HandshakeInput in{};
-  in.method = method_name(evhttp_request_get_command(req));
+  in.method = http::method_name(evhttp_request_get_command(req));
   in.http11_or_later = req->major > 1 || (req->major == 1 && req->minor >= 1);
   in.upgrade = upgrade;
   in.connection = connection;

@@ -97,6 +97,22 @@ def test_missing_404_and_bad_method_405(served):
     assert status == 405 and "GET" in h.get("allow", "")
 
 
+def test_allowed_methods_option(netwine):
+    """--allowed-methods decides which methods are served at all; the others get
+    405 with an Allow header listing the allowed ones, on every path."""
+    n = netwine("--access-log", "")
+    status, h, body = get(n, "/netwine/open?target=x", method="PUT", headers={"Content-Length": "0"})
+    assert status == 405 and body
+    assert h.get("allow") == "GET, HEAD, POST, OPTIONS"
+    only_get = netwine("--allowed-methods", "GET,HEAD", "--access-log", "")
+    status, h, _ = get(only_get, "/netwine/open?target=x", method="POST", headers={"Content-Length": "0"})
+    assert status == 405 and h.get("allow") == "GET, HEAD"
+    status, h, _ = get(only_get, "/netwine.js", method="OPTIONS")
+    assert status == 405
+    status, _, body = get(only_get, "/netwine.js")
+    assert status == 200 and body
+
+
 def test_directory_redirect_and_index(served):
     status, h, _ = get(served, "/sub")
     assert status == 301 and h["location"].endswith("/sub/")

@@ -38,6 +38,19 @@ TEST_SUITE("config") {
     CHECK(o.config->poll_wait == doctest::Approx(1.5));
   }
 
+  TEST_CASE("allowed-methods: default and unknown names") {
+    auto d = parse({});
+    REQUIRE(d.config);
+    CHECK(d.config->allowed_methods == std::vector<std::string>{"GET", "HEAD", "POST", "OPTIONS"});
+    auto mine = parse({"--allowed-methods", "GET", "--allowed-methods=HEAD"});
+    REQUIRE(mine.config);
+    CHECK(mine.config->allowed_methods == std::vector<std::string>{"GET", "HEAD"});
+    auto bad = parse({"--allowed-methods", "GET,FETCH"});
+    CHECK_FALSE(bad.config);
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.message.find("allowed-methods: unknown method 'FETCH'") != std::string::npos);
+  }
+
   TEST_CASE("--cert and --key are aliases of --tls-cert and --tls-key") {
     auto o = parse({"--cert", "/etc/ssl/a.pem", "--key=/etc/ssl/a.key"});
     REQUIRE(o.config);
