@@ -609,9 +609,11 @@ int Server::run() {
   evhttp_set_max_body_size(http_.get(), static_cast<ev_ssize_t>(config_.max_body_size));
   timeval idle = to_timeval(config_.http_idle_timeout);
   evhttp_set_timeout_tv(http_.get(), &idle);
+  // Every method evhttp knows reaches do_request(), which answers those outside
+  // --allowed-methods with 405; evhttp answers methods it does not know with 501.
   evhttp_set_allowed_methods(http_.get(), EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
                                               EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PUT |
-                                              EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+                                              EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE);
   evhttp_set_flags(http_.get(), EVHTTP_SERVER_LINGERING_CLOSE);
   evhttp_set_gencb(http_.get(), &Server::on_request, this);
   evhttp_set_bevcb(http_.get(), &Server::on_new_connection, this);

@@ -104,6 +104,10 @@ def test_allowed_methods_option(netwine):
     status, h, body = get(n, "/netwine/open?target=x", method="PUT", headers={"Content-Length": "0"})
     assert status == 405 and body
     assert h.get("allow") == "GET, HEAD, POST, OPTIONS"
+    status, h, _ = get(n, "/", method="TRACE")
+    assert status == 405 and h.get("allow") == "GET, HEAD, POST, OPTIONS"
+    status, _, _ = get(n, "/", method="BREW")
+    assert status == 501
     only_get = netwine("--allowed-methods", "GET,HEAD", "--access-log", "")
     status, h, _ = get(only_get, "/netwine/open?target=x", method="POST", headers={"Content-Length": "0"})
     assert status == 405 and h.get("allow") == "GET, HEAD"
