@@ -595,7 +595,7 @@ TEST_SUITE("ws frame: encoding") {
         Bytes reference = original;
         for (size_t i = 0; i < reference.size(); ++i) reference[i] ^= kKey[i % 4];
 
-        for (size_t step : {1, 3, 5, 7, 9, 13, 17, 31, 64, 999}) {
+        for (size_t step : {1, 3, 5, 7, 9, 13, 17, 31, 64, 65, 127, 128, 999}) {
             INFO("pieces of " << step);
             Bytes b = original;
             for (size_t off = 0; off < b.size(); off += step) {
