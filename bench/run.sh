@@ -18,7 +18,9 @@
 #   K_WS [10000] (idle WebSocket sessions held by netwine alone: test hold_ws)
 #   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
-#   TARGETS ["raw netwine socat websockify"]  (raw: the echo target itself, no relay)
+#   TARGETS ["raw netwine socat websockify ref-epoll ref-threads"]  (raw: the echo target itself,
+#            no relay; ref-*: bench/refrelay.c, a minimal C relay doing the per-byte work a
+#            WebSocket bridge must do, on one epoll thread or a thread per direction)
 #   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"]
 #   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
 #   BUILD [build-bench]  BASE_PORT [19600]  OUT [/tmp/nwbench-<timestamp>]
@@ -35,7 +37,7 @@ K=${K:-500}
 K_WS_WANTED=${K_WS:-10000}
 K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
-TARGETS=${TARGETS:-"raw netwine socat websockify"}
+TARGETS=${TARGETS:-"raw netwine socat websockify ref-epoll ref-threads"}
 TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
@@ -80,6 +82,11 @@ if ! (cd "$WORK/shared" && sh ./build.sh >>"$OUT/build.log" 2>&1); then
     exit 1
 fi
 TCPSERV=$WORK/shared/bin/tcpserv
+# The reference relay (docs/PERFORMANCE.md, "The floor of a relay on this machine").
+if ! gcc -O2 -Wall -pthread "$ROOT/bench/refrelay.c" -o "$WORK/refrelay" >>"$OUT/build.log" 2>&1; then
+    log "could not build bench/refrelay.c: $OUT/build.log"
+    exit 1
+fi
 
 need_pkgs=()
 command -v socat >/dev/null || need_pkgs+=(socat)
@@ -136,13 +143,17 @@ nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
 ECHO=$((BASE + 1))
 declare -A PORT URL PROTO PID CMD
 PORT[netwine]=$((BASE + 10)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
+PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41))
 CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
 CMD[socat]="socat -b 262144 TCP-LISTEN:${PORT[socat]},bind=127.0.0.1,fork,backlog=1024,reuseaddr TCP:127.0.0.1:$ECHO"
 CMD[websockify]="websockify 127.0.0.1:${PORT[websockify]} 127.0.0.1:$ECHO"
+CMD[ref-epoll]="$WORK/refrelay ${PORT[ref-epoll]} $ECHO epoll"
+CMD[ref-threads]="$WORK/refrelay ${PORT[ref-threads]} $ECHO threads"
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[socat]="tcp://127.0.0.1:${PORT[socat]}"
 URL[websockify]="ws://127.0.0.1:${PORT[websockify]}/"
+URL[ref-epoll]="tcp://127.0.0.1:${PORT[ref-epoll]}" URL[ref-threads]="tcp://127.0.0.1:${PORT[ref-threads]}"
 PROTO[netwine]=binary PROTO[websockify]=binary
 HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 
@@ -168,9 +179,9 @@ for t in $TARGETS; do
         command -v "$t" >/dev/null || { log "$t missing; skipped"; continue; }
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
-    netwine)
-        eval "start_bg netwine ${PORT[netwine]} ${CMD[netwine]}"
-        PID[netwine]=$LASTPID ;;
+    netwine | ref-epoll | ref-threads)
+        eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
+        PID[$t]=$LASTPID ;;
     *) log "unknown target $t"; continue ;;
     esac
     ORDER+=("$t")

@@ -4,14 +4,16 @@
 Usage: summarize.py results.txt [--meta meta.txt]
 
 Each cell is the median over reps with the [min-max] range. Ratios are
-netwine / socat and netwine / websockify of the medians: above 1 is better for
-throughput and rates, below 1 is better for latency and memory (the row says).
+netwine / socat, netwine / websockify and netwine / ref-epoll of the medians:
+above 1 is better for throughput and rates, below 1 is better for latency and
+memory (the row says). ref-epoll and ref-threads are bench/refrelay.c, the
+floor of a relay's structure on this machine (docs/PERFORMANCE.md).
 """
 import statistics
 import sys
 from collections import defaultdict
 
-TARGETS = ["netwine", "socat", "websockify", "raw"]
+TARGETS = ["netwine", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
 
 # (label, test, key, better, transform)
 ROWS = [
@@ -105,6 +107,9 @@ def main():
         print()
     present = [t for t in TARGETS if any(k[0] == t for k in data)]
     head = ["metric", "better"] + present + ["netwine/socat", "netwine/websockify"]
+    with_ref = "ref-epoll" in present
+    if with_ref:
+        head.append("netwine/ref-epoll")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for label, test, key, better in ROWS:
@@ -114,6 +119,8 @@ def main():
         n = med(data, "netwine", test, key)
         row = [label, better] + cells + [ratio(n, med(data, "socat", test, key)),
                                          ratio(n, med(data, "websockify", test, key))]
+        if with_ref:
+            row.append(ratio(n, med(data, "ref-epoll", test, key)))
         print("| " + " | ".join(row) + " |")
     lines = []
     for label, test, key, vs in NETWINE_ONLY:
