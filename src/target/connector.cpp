@@ -13,6 +13,13 @@
 #include "tls.hpp"
 
 namespace netwine::target {
+namespace {
+
+// Ciphertext queued for a tls:// target beyond what its socket has taken (see
+// start_tls): a few TLS records' worth; the plaintext waits above it.
+constexpr size_t kTlsCiphertextQueue = 256 * 1024;
+
+}  // namespace
 
 int http_status(ConnectError e) {
   switch (e) {
@@ -204,6 +211,12 @@ void Connector::start_tls(const sockaddr* sa) {
   bev_.reset(sbev);
   // Servers often close without close_notify once they are done: an EOF, not an error.
   bufferevent_openssl_set_allow_dirty_shutdown(sbev, 1);
+  // The filter encrypts everything in its output into the TCP bufferevent's output
+  // unless that has a write high-watermark: without one, a target that stops
+  // reading would leave the filter's output empty, so the session's back-pressure
+  // (which looks there) would never engage and the ciphertext would grow without
+  // bound. With it, plaintext waits in the filter's output, where it is counted.
+  bufferevent_setwatermark(tcp, EV_WRITE, 0, kTlsCiphertextQueue);
   bufferevent_setcb(sbev, nullptr, nullptr, &Connector::on_tls_event, this);
   bufferevent_enable(sbev, EV_READ | EV_WRITE);
 }

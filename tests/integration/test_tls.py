@@ -23,6 +23,7 @@ import websockets.client
 import websockets.exceptions
 
 from conftest import BINARY, pattern_bytes
+from nwclient import Client, HttpError
 
 # Served as /netwine.js from a temporary --js-client directory: big enough to
 # take many TLS records and socket writes, and checked byte for byte.
@@ -524,9 +525,11 @@ def test_tls_1_0_and_1_1_are_refused(pki, netwine, mode):
 # ----------------------------------------------------------- tls:// targets
 
 class TlsEchoServer:
-    """A threaded TLS echo server with the given certificate."""
+    """A threaded TLS echo server with the given certificate. With `stall`, each
+    connection completes its handshake, then reads nothing until `release` is set,
+    and then only reads (a sink, so that no echo meets a closed peer)."""
 
-    def __init__(self, cert, key):
+    def __init__(self, cert, key, stall=False):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
         # Python sets this by default: it would hide an end without close_notify.
@@ -539,7 +542,11 @@ class TlsEchoServer:
         self.handshakes = 0
         self.clean_ends = 0   # the client ended with a TLS close_notify
         self.dirty_ends = 0   # the TCP connection ended without one (truncation)
+        self.other_ends = []  # anything else (a reset, a TLS error), by exception
         self.closed = False
+        self.stall = stall
+        self.release = threading.Event()
+        self.received = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -555,18 +562,27 @@ class TlsEchoServer:
             raw.settimeout(30)
             with self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False) as s:
                 self.handshakes += 1
+                if self.stall:
+                    self.release.wait(30)
                 while True:
                     try:
                         data = s.recv(65536)
-                    except ssl.SSLEOFError:
-                        self.dirty_ends += 1
-                        return
+                    except ssl.SSLError as e:
+                        # EOF with no close_notify: SSLEOFError between records,
+                        # a plain SSLError with this reason inside one.
+                        if isinstance(e, ssl.SSLEOFError) or e.reason == "UNEXPECTED_EOF_WHILE_READING":
+                            self.dirty_ends += 1
+                            return
+                        raise
                     if not data:
                         self.clean_ends += 1
                         return
-                    s.sendall(data)
-        except (OSError, ssl.SSLError):
-            pass  # failed handshakes: the tests look at what netwine reports
+                    self.received += len(data)
+                    if not self.stall:
+                        s.sendall(data)
+        except (OSError, ssl.SSLError) as e:
+            # failed handshakes: the tests look at what netwine reports
+            self.other_ends.append(repr(e))
 
     def close(self):
         self.closed = True
@@ -577,13 +593,14 @@ class TlsEchoServer:
 def tls_echo():
     made = []
 
-    def make(cert_and_key):
-        s = TlsEchoServer(*cert_and_key)
+    def make(cert_and_key, stall=False):
+        s = TlsEchoServer(*cert_and_key, stall=stall)
         made.append(s)
         return s
 
     yield make
     for s in made:
+        s.release.set()
         s.close()
 
 
@@ -665,4 +682,43 @@ def test_sighup_reloads_the_target_ca(pki, netwine, tls_echo, tmp_path):
     assert wait_for(lambda: "target TLS reload failed" in n.logs()), n.logs()
     assert str(ca_file) in [l for l in n.logs().splitlines() if "target TLS reload failed" in l][0]
     assert stream_echo(connection_factory(n, pki, False), target, payload) == payload
+    assert n.stop() == 0
+
+
+def test_tls_target_that_never_reads_is_let_go_after_the_client_closes(pki, netwine, tls_echo):
+    """The client closes while a tls:// target is not reading: netwine cannot hand
+    over the rest (nor the close_notify that would follow it), so it holds the
+    session at most --session-idle-timeout, then lets the target go. No hang, the
+    session leaves the table, another TLS target keeps working meanwhile, and the
+    stalled target, once it reads, sees a truncation (no close_notify) rather than
+    a clean end: it never got everything."""
+    stalled = tls_echo(pki.server, stall=True)
+    good = tls_echo(pki.server)
+    stalled_target = f"tls://localhost:{stalled.port}"
+    good_target = f"tls://localhost:{good.port}"
+    n = netwine("--target", stalled_target, "--target", good_target, "--target-ca", str(pki.ca),
+                "--session-idle-timeout", "2s", "--poll-wait", "500ms")
+    c = Client(n.host, n.port)
+    s = c.open(stalled_target, mode="poll")
+    chunk = pattern_bytes(256 * 1024, seed=3)
+    sent = 0
+    busy = None
+    for _ in range(256):  # bounded: 64 MiB at most
+        try:
+            s.send(chunk)
+            sent += len(chunk)
+        except HttpError as e:
+            busy = e
+            break
+    assert busy is not None and busy.status == 503 and busy.error == "target_busy", busy
+    assert c.status()["sessions_open"] == 1
+    s.close()
+    # Held while the target might still take the rest, then let go.
+    assert wait_for(lambda: c.status()["sessions_open"] == 0, 10), c.status()
+    payload = pattern_bytes(300 * 1024, seed=5)
+    assert stream_echo(connection_factory(n, pki, False), good_target, payload) == payload
+    stalled.release.set()
+    assert wait_for(lambda: stalled.dirty_ends == 1, 20), (stalled.clean_ends, stalled.dirty_ends, stalled.other_ends, stalled.received)
+    assert stalled.clean_ends == 0
+    assert 0 < stalled.received < sent, (stalled.received, sent)
     assert n.stop() == 0
