@@ -9,6 +9,7 @@ import asyncio
 import http.client
 import json
 import pathlib
+import select
 import shutil
 import signal
 import socket
@@ -24,6 +25,9 @@ import websockets.exceptions
 
 from conftest import BINARY, pattern_bytes
 from nwclient import Client, HttpError
+from wsclient_util import OP_BINARY, RawWs, encode_frame
+
+MiB = 1 << 20
 
 # Served as /netwine.js from a temporary --js-client directory: big enough to
 # take many TLS records and socket writes, and checked byte for byte.
@@ -721,4 +725,38 @@ def test_tls_target_that_never_reads_is_let_go_after_the_client_closes(pki, netw
     assert wait_for(lambda: stalled.dirty_ends == 1, 20), (stalled.clean_ends, stalled.dirty_ends, stalled.other_ends, stalled.received)
     assert stalled.clean_ends == 0
     assert 0 < stalled.received < sent, (stalled.received, sent)
+    assert n.stop() == 0
+
+
+def test_tls_target_that_never_reads_stops_reading_the_websocket(pki, netwine, tls_echo):
+    """A WebSocket client pushing to a tls:// target that does not read: netwine
+    stops reading the client once its buffer for the target is full (the client's
+    socket stops taking data) instead of queueing ciphertext without bound."""
+    stalled = tls_echo(pki.server, stall=True)
+    target = f"tls://localhost:{stalled.port}"
+    n = netwine("--target", target, "--target-ca", str(pki.ca))
+    rss0 = n.rss_kib()
+    ws = RawWs(n.host, n.port, f"/netwine/ws?target={target}", ["binary"])
+    ws.sock.setblocking(False)
+    frame = encode_frame(OP_BINARY, pattern_bytes(256 * 1024, seed=9))
+    out = bytearray()
+    pushed = 0
+    while pushed < 256 * MiB:  # bounded
+        if not out:
+            out += frame
+        _, w, _ = select.select([], [ws.sock], [], 1.0)
+        if not w:
+            break  # a second without room: netwine has stopped reading us
+        try:
+            sent = ws.sock.send(out)
+        except BlockingIOError:
+            continue
+        del out[:sent]
+        pushed += sent
+    grown = n.rss_kib() - rss0
+    # 1 MiB session buffer + 256 KiB of ciphertext + one read batch + socket buffers.
+    assert pushed < 24 * MiB, f"netwine kept reading: {pushed} bytes pushed, RSS +{grown} KiB"
+    if b"__asan_init" not in BINARY.read_bytes():
+        assert grown < 16 * 1024, f"RSS grew {grown} KiB"
+    ws.abort()
     assert n.stop() == 0
