@@ -25,7 +25,7 @@ import websockets.exceptions
 
 from conftest import BINARY, pattern_bytes
 from nwclient import Client, HttpError
-from wsclient_util import OP_BINARY, RawWs, encode_frame
+from wsclient_util import OP_BINARY, RawWs, encode_frame, handshake_request
 
 MiB = 1 << 20
 
@@ -759,4 +759,68 @@ def test_tls_target_that_never_reads_stops_reading_the_websocket(pki, netwine, t
     if b"__asan_init" not in BINARY.read_bytes():
         assert grown < 16 * 1024, f"RSS grew {grown} KiB"
     ws.abort()
+    assert n.stop() == 0
+
+
+class Source:
+    """Target handler that sends as fast as the connection takes and counts it."""
+
+    def __init__(self):
+        self.sent = 0
+        self.stop = threading.Event()
+
+    def __call__(self, conn):
+        block = pattern_bytes(64 * 1024, seed=13)
+        while not self.stop.is_set():
+            try:
+                self.sent += conn.send(block)
+            except OSError:
+                return
+
+
+def test_wss_and_https_clients_that_never_read_hold_back_the_target(pki, netwine, tcp_target):
+    """Clients over TLS that never read (a wss WebSocket, an https stream): netwine
+    stops reading the target once a session's buffers are full, so the source
+    stalls and memory stays bounded: TLS records wait as plaintext, not as an
+    unbounded queue of ciphertext."""
+    src = Source()
+    source = tcp_target(src)
+    n = netwine(*tls_args(pki, "shared"), "--target", source.address)
+    rss0 = n.rss_kib()
+    held = []
+    try:
+        for _ in range(2):
+            s = tls_connect(n, pki)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            req, _ = handshake_request("localhost", n.port, f"/netwine/ws?target={source.address}", ["binary"],
+                                       extra={"Origin": f"https://localhost:{n.port}"})
+            s.sendall(req)
+            held.append(s)
+            st = tls_connect(n, pki)
+            st.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            st.sendall(f"POST /netwine/open?target={source.address}&mode=stream&framing=binary HTTP/1.1\r\n"
+                       f"Host: localhost:{n.port}\r\nContent-Length: 0\r\n\r\n".encode())
+            held.append(st)
+        last = [-1, time.monotonic()]
+
+        def stalled():
+            if src.sent != last[0]:
+                last[:] = [src.sent, time.monotonic()]
+                return False
+            return time.monotonic() - last[1] > 1.0
+        assert wait_for(stalled, 60), f"the source never stalled: {src.sent} bytes taken"
+        grown = n.rss_kib() - rss0
+        print(f"4 TLS sessions not read: the source pushed {src.sent} bytes, RSS +{grown} KiB")
+        # Taken from the source, per session: the 1 MiB session buffer, at most 1 MiB
+        # queued to the client, and the kernel's socket buffers on the way, which
+        # autotuning may grow to ~10 MiB (tcp_rmem + tcp_wmem maxima); unbounded
+        # queueing would take hundreds of MiB in the same time. netwine's memory:
+        # up to twice its own share (4096-byte reads in 8 KiB chains).
+        assert src.sent < 4 * 16 * MiB, f"{src.sent} bytes taken from the source"
+        if b"__asan_init" not in BINARY.read_bytes():
+            assert grown < 4 * 2 * 2 * 1024, f"RSS grew {grown} KiB with 4 sessions not read"
+    finally:
+        src.stop.set()
+        for h in held:
+            h.close()
     assert n.stop() == 0
