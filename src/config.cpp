@@ -33,6 +33,9 @@ struct Option {
   const char* default_value;  // "" for none; lists: comma-separated
   const char* help;
   Apply apply;
+  // Kind::List only: the field a list from a file or the command line replaces
+  // (set by list_option(), so no list can be declared without it).
+  std::vector<std::string> Config::*list_field = nullptr;
 };
 
 const char* metavar(Kind k) {
@@ -97,11 +100,14 @@ Apply integer(int Config::*field, long min, long max) {
   };
 }
 
-Apply list(std::vector<std::string> Config::*field) {
-  return [field](Config& c, const std::string& v) -> std::string {
+// A repeatable option: each value is appended to `field`.
+Option list_option(const char* name, const char* default_value, const char* help,
+                   std::vector<std::string> Config::*field) {
+  Apply append = [field](Config& c, const std::string& v) -> std::string {
     if (!v.empty()) (c.*field).push_back(v);
     return {};
   };
+  return {name, Kind::List, default_value, help, std::move(append), field};
 }
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * kKiB, kGiB = 1024 * kMiB;
@@ -112,9 +118,9 @@ const std::vector<Option>& options() {
   static const std::vector<Option> table = {
       {"config", Kind::String, "", "JSON file with any of these options (keys as spelled here)",
        str(&Config::config_file)},
-      {"listen", Kind::List, "127.0.0.1:8080",
-       "address to listen on, HOST:PORT or [V6]:PORT; repeat for more; port 0 picks a free port",
-       list(&Config::listen)},
+      list_option("listen", "127.0.0.1:8080",
+                  "address to listen on, HOST:PORT or [V6]:PORT; repeat for more; port 0 picks a free port",
+                  &Config::listen),
       {"www", Kind::String, "@/www", "directory of static files served at /", str(&Config::www_dir)},
       {"js-client", Kind::String, "@/js-client", "directory holding netwine.js, served as /netwine.js",
        str(&Config::js_client_dir)},
@@ -152,8 +158,9 @@ const std::vector<Option>& options() {
        boolean(&Config::demo)},
       {"demo-port", Kind::Int, "0", "port of the demo service (0 = any free port)",
        integer(&Config::demo_port, 0, 65535)},
-      {"target", Kind::List, "", "allow this HOST:PORT target (repeatable), beside target-hosts",
-       list(&Config::targets)},
+      list_option("target", "",
+                  "allow this HOST:PORT target (repeatable), beside target-hosts",
+                  &Config::targets),
       {"allowed-hosts", Kind::String, "", "file of rules for who may open tunnels (see hosts/)",
        str(&Config::allowed_hosts_file)},
       {"target-hosts", Kind::String, "", "file of rules for where tunnels may go (see hosts/)",
@@ -167,22 +174,22 @@ const std::vector<Option>& options() {
       {"open-proxy", Kind::Bool, "false",
        "DANGEROUS: with no target rules, allow every target instead of none",
        boolean(&Config::open_proxy)},
-      {"allow-origin", Kind::List, "",
-       "browser origin allowed besides same-origin, e.g. https://app.example.com (repeatable)",
-       list(&Config::allow_origins)},
-      {"trusted-proxy", Kind::List, "",
-       "address or CIDR of a reverse proxy whose X-Forwarded-For/Forwarded is believed",
-       list(&Config::trusted_proxies)},
-      {"admin-allow", Kind::List, "127.0.0.0/8,::1",
-       "address or CIDR allowed to read /netwine/status and /metrics (repeatable)",
-       list(&Config::admin_allow)},
+      list_option("allow-origin", "",
+                  "browser origin allowed besides same-origin, e.g. https://app.example.com (repeatable)",
+                  &Config::allow_origins),
+      list_option("trusted-proxy", "",
+                  "address or CIDR of a reverse proxy whose X-Forwarded-For/Forwarded is believed",
+                  &Config::trusted_proxies),
+      list_option("admin-allow", "127.0.0.0/8,::1",
+                  "address or CIDR allowed to read /netwine/status and /metrics (repeatable)",
+                  &Config::admin_allow),
       {"max-header-size", Kind::Size, "16K", "largest request line plus headers (431 past it)",
        size(&Config::max_header_size, 1 * kKiB, 1 * kMiB)},
       {"max-body-size", Kind::Size, "1M", "largest request body (413 past it)",
        size(&Config::max_body_size, 1 * kKiB, 1 * kGiB)},
-      {"allowed-methods", Kind::List, "GET,HEAD,POST,OPTIONS",
-       "HTTP methods served at all (of GET, HEAD, POST, OPTIONS, PUT, DELETE, PATCH); others get 405",
-       list(&Config::allowed_methods)},
+      list_option("allowed-methods", "GET,HEAD,POST,OPTIONS",
+                  "HTTP methods served at all (of GET, HEAD, POST, OPTIONS, PUT, DELETE, PATCH); others get 405",
+                  &Config::allowed_methods),
       {"http-idle-timeout", Kind::Duration, "60", "close an idle keep-alive HTTP connection after it",
        duration(&Config::http_idle_timeout, 0.1, kDay)},
       {"header-timeout", Kind::Duration, "10",
@@ -276,12 +283,7 @@ Config defaults(const std::string& repo_root) {
 
 void clear_list(Config& c, const Option& o) {
   // A list given in the file or on the command line replaces the default list.
-  if (std::string(o.name) == "listen") c.listen.clear();
-  else if (std::string(o.name) == "target") c.targets.clear();
-  else if (std::string(o.name) == "allow-origin") c.allow_origins.clear();
-  else if (std::string(o.name) == "trusted-proxy") c.trusted_proxies.clear();
-  else if (std::string(o.name) == "admin-allow") c.admin_allow.clear();
-  else if (std::string(o.name) == "allowed-methods") c.allowed_methods.clear();
+  if (o.list_field) (c.*o.list_field).clear();
 }
 
 ParseOutcome fail(std::string message) {

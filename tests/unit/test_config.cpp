@@ -38,6 +38,18 @@ TEST_SUITE("config") {
     CHECK(o.config->poll_wait == doctest::Approx(1.5));
   }
 
+  TEST_CASE("every list with a default is replaced, not extended, by the command line") {
+    auto o = parse({"--admin-allow", "10.0.0.0/8", "--allowed-methods", "GET", "--listen", "127.0.0.1:0",
+                    "--target", "a:1", "--allow-origin", "https://a.example", "--trusted-proxy", "10.0.0.1"});
+    REQUIRE(o.config);
+    CHECK(o.config->admin_allow == std::vector<std::string>{"10.0.0.0/8"});
+    CHECK(o.config->allowed_methods == std::vector<std::string>{"GET"});
+    CHECK(o.config->listen == std::vector<std::string>{"127.0.0.1:0"});
+    CHECK(o.config->targets == std::vector<std::string>{"a:1"});
+    CHECK(o.config->allow_origins == std::vector<std::string>{"https://a.example"});
+    CHECK(o.config->trusted_proxies == std::vector<std::string>{"10.0.0.1"});
+  }
+
   TEST_CASE("allowed-methods: default and unknown names") {
     auto d = parse({});
     REQUIRE(d.config);
