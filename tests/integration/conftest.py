@@ -10,7 +10,6 @@ import pathlib
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -175,6 +174,33 @@ def echo_handler(conn):
 def sink_handler(conn):
     while conn.recv(1 << 16):
         pass
+
+
+class Source:
+    """Target handler that sends as fast as the connection takes and counts it."""
+
+    def __init__(self):
+        self.sent = 0
+        self.stop = threading.Event()
+
+    def __call__(self, conn):
+        block = pattern_bytes(64 * 1024, seed=13)
+        while not self.stop.is_set():
+            try:
+                self.sent += conn.send(block)
+            except OSError:
+                return
+
+    def stalled(self, quiet=1.0):
+        """A predicate: true once nothing more was taken for `quiet` seconds."""
+        last = [-1, time.monotonic()]
+
+        def check():
+            if self.sent != last[0]:
+                last[:] = [self.sent, time.monotonic()]
+                return False
+            return time.monotonic() - last[1] > quiet
+        return check
 
 
 def pattern_bytes(n, seed=0):

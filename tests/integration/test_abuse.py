@@ -19,9 +19,10 @@ import time
 
 import pytest
 
-from conftest import BINARY
+from conftest import BINARY, Source
 from nwclient import Client, FrameReader, HttpError, ProtocolError
-from wsclient_util import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, RawWs, encode_frame
+from wsclient_util import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, RawWs, encode_frame,
+                           push_until_refused)
 
 MiB = 1 << 20
 SEED = 4242
@@ -101,22 +102,6 @@ def served(n):
 
 
 # ------------------------------------------------------------ targets
-
-class Source:
-    """Target handler that sends as fast as the connection takes and counts it."""
-
-    def __init__(self):
-        self.sent = 0
-        self.stop = threading.Event()
-
-    def __call__(self, conn):
-        block = os.urandom(64 * 1024)
-        while not self.stop.is_set():
-            try:
-                self.sent += conn.send(block)
-            except OSError:
-                return
-
 
 class Silent:
     """Target handler that accepts and then neither reads nor writes until netwine
@@ -629,14 +614,7 @@ def test_client_that_never_reads(netwine, tcp_target, bg):
                               ["netwine.v1" if i % 2 else "binary"]))
             held.append(c.open(source.address, mode="poll"))  # never polled
         # The source stalls once every session has stopped reading it.
-        last = [-1, time.monotonic()]
-
-        def stalled():
-            if src.sent != last[0]:
-                last[:] = [src.sent, time.monotonic()]
-                return False
-            return time.monotonic() - last[1] > 1.0
-        wait_until(stalled, 60, "the source to stall")
+        wait_until(src.stalled(), 60, "the source to stall")
         grown = n.rss_kib() - rss0
         print(f"12 sessions not read: the source pushed {src.sent} bytes, RSS +{grown} KiB")
         # Each session holds its session buffer (1 MiB) and at most 1 MiB queued to
@@ -680,21 +658,7 @@ def test_target_that_never_reads(netwine, tcp_target, bg):
         # WebSocket: write until the socket stops taking data (bounded: 256 MiB).
         ws = RawWs(n.host, n.port, f"/netwine/ws?target={target.address}", ["binary"])
         ws.sock.setblocking(False)
-        frame = encode_frame(OP_BINARY, chunk)
-        out = bytearray()
-        pushed = 0
-        while pushed < 256 * MiB:
-            if not out:
-                out += frame
-            _, w, _ = select.select([], [ws.sock], [], 1.0)
-            if not w:
-                break  # a second without room: netwine has stopped reading us
-            try:
-                sent = ws.sock.send(out)
-            except BlockingIOError:
-                continue
-            del out[:sent]
-            pushed += sent
+        pushed = push_until_refused(ws.sock, encode_frame(OP_BINARY, chunk), 256 * MiB)
         grown = n.rss_kib() - rss0
         print(f"target not reading: the WebSocket pushed {pushed} bytes, RSS +{grown} KiB")
         # 1 MiB session buffer + what one read batch takes + socket buffers.

@@ -9,7 +9,6 @@ import asyncio
 import http.client
 import json
 import pathlib
-import select
 import shutil
 import signal
 import socket
@@ -23,9 +22,9 @@ import pytest
 import websockets.client
 import websockets.exceptions
 
-from conftest import BINARY, pattern_bytes
+from conftest import BINARY, Source, pattern_bytes
 from nwclient import Client, HttpError
-from wsclient_util import OP_BINARY, RawWs, encode_frame, handshake_request
+from wsclient_util import OP_BINARY, RawWs, encode_frame, handshake_request, push_until_refused
 
 MiB = 1 << 20
 
@@ -738,21 +737,7 @@ def test_tls_target_that_never_reads_stops_reading_the_websocket(pki, netwine, t
     rss0 = n.rss_kib()
     ws = RawWs(n.host, n.port, f"/netwine/ws?target={target}", ["binary"])
     ws.sock.setblocking(False)
-    frame = encode_frame(OP_BINARY, pattern_bytes(256 * 1024, seed=9))
-    out = bytearray()
-    pushed = 0
-    while pushed < 256 * MiB:  # bounded
-        if not out:
-            out += frame
-        _, w, _ = select.select([], [ws.sock], [], 1.0)
-        if not w:
-            break  # a second without room: netwine has stopped reading us
-        try:
-            sent = ws.sock.send(out)
-        except BlockingIOError:
-            continue
-        del out[:sent]
-        pushed += sent
+    pushed = push_until_refused(ws.sock, encode_frame(OP_BINARY, pattern_bytes(256 * 1024, seed=9)), 256 * MiB)
     grown = n.rss_kib() - rss0
     # 1 MiB session buffer + 256 KiB of ciphertext + one read batch + socket buffers.
     assert pushed < 24 * MiB, f"netwine kept reading: {pushed} bytes pushed, RSS +{grown} KiB"
@@ -760,22 +745,6 @@ def test_tls_target_that_never_reads_stops_reading_the_websocket(pki, netwine, t
         assert grown < 16 * 1024, f"RSS grew {grown} KiB"
     ws.abort()
     assert n.stop() == 0
-
-
-class Source:
-    """Target handler that sends as fast as the connection takes and counts it."""
-
-    def __init__(self):
-        self.sent = 0
-        self.stop = threading.Event()
-
-    def __call__(self, conn):
-        block = pattern_bytes(64 * 1024, seed=13)
-        while not self.stop.is_set():
-            try:
-                self.sent += conn.send(block)
-            except OSError:
-                return
 
 
 def test_wss_and_https_clients_that_never_read_hold_back_the_target(pki, netwine, tcp_target):
@@ -801,14 +770,7 @@ def test_wss_and_https_clients_that_never_read_hold_back_the_target(pki, netwine
             st.sendall(f"POST /netwine/open?target={source.address}&mode=stream&framing=binary HTTP/1.1\r\n"
                        f"Host: localhost:{n.port}\r\nContent-Length: 0\r\n\r\n".encode())
             held.append(st)
-        last = [-1, time.monotonic()]
-
-        def stalled():
-            if src.sent != last[0]:
-                last[:] = [src.sent, time.monotonic()]
-                return False
-            return time.monotonic() - last[1] > 1.0
-        assert wait_for(stalled, 60), f"the source never stalled: {src.sent} bytes taken"
+        assert wait_for(src.stalled(), 60), f"the source never stalled: {src.sent} bytes taken"
         grown = n.rss_kib() - rss0
         print(f"4 TLS sessions not read: the source pushed {src.sent} bytes, RSS +{grown} KiB")
         # Taken from the source, per session: the 1 MiB session buffer, at most 1 MiB

@@ -305,3 +305,24 @@ class V1Transfer:
             sock.sendall(ws.out)
             ws.out.clear()
         return "done"
+
+
+def push_until_refused(sock, data, limit):
+    """Writes `data` over and over to the non-blocking `sock` until a whole second
+    passes without room (the peer has stopped reading) or `limit` bytes went out.
+    Returns how many bytes the peer took."""
+    out = bytearray()
+    pushed = 0
+    while pushed < limit:
+        if not out:
+            out += data
+        _, w, _ = select.select([], [sock], [], 1.0)
+        if not w:
+            break
+        try:
+            sent = sock.send(out)
+        except BlockingIOError:
+            continue
+        del out[:sent]
+        pushed += sent
+    return pushed
