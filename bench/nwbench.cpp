@@ -151,6 +151,7 @@ struct Options {
   double hold = 0.3;
   int pid = 0;
   int tpid = 0;
+  std::string kind;  // serve: echo | sink | source
 };
 
 void usage() {
@@ -162,6 +163,9 @@ void usage() {
       "  stream-tput --url http://127.0.0.1:P[/netwine/] --target 127.0.0.1:E [-c N] [-s SEND] [-m BYTES] [-w WINDOW]\n"
       "  poll-rtt    --url http://... --target ... [-c C] [-s 32] [-t S]\n"
       "  poll-idle   --url http://... --target ... [-k K] [--par P] [--hold S] [--pid PID]\n"
+      "  ws-up       --url ws://...|tcp://... (to a sink) [-c N] [-s SIZE] [-t S]: payload written per second\n"
+      "  ws-down     --url ws://...|tcp://... (from a source) [-c N] [-t S]: payload read and checked per second\n"
+      "  serve       --url tcp://127.0.0.1:P --kind echo|sink|source: a target server (runs until killed)\n"
       "  common: --proto NAME --label TEXT --pid PID --tpid PID; sizes take K/M/G (powers of 1024)\n"
       "  loopback addresses only; one key=value line per run on stdout\n",
       stderr);
@@ -209,6 +213,7 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--hold") o.hold = num();
     else if (a == "--pid") o.pid = static_cast<int>(num());
     else if (a == "--tpid") o.tpid = static_cast<int>(num());
+    else if (a == "--kind") o.kind = val();
     else if (a == "-h" || a == "--help") {
       usage();
       std::exit(kExitOk);
@@ -801,6 +806,10 @@ class Conn {
     flush();
   }
   bool output_pending() const { return out_pos_ < out_.size() || ext_len_ > 0; }
+  // Calls on_drained() once the socket takes more (it may do so at once).
+  void want_write() {
+    if (fd_ >= 0) event_add(wev_.get(), nullptr);
+  }
 
   // writev() from two spans; returns bytes written, 0 on EAGAIN (write event
   // armed), -1 after failing the connection.
@@ -1914,6 +1923,289 @@ int run_poll_idle(const Options& o, const Endpoint& ep) {
   return rc != kExitOk ? rc : (op.ok == o.k ? kExitOk : kExitSetup);
 }
 
+// ------------------------------------------------------------------ serve: the targets
+
+// The source target's stream: byte k is k mod 251 (a prime, so it never lines up
+// with message or buffer sizes), cheap to check anywhere in the stream.
+constexpr size_t kSourcePeriod = 251;
+uint8_t source_byte(uint64_t k) { return static_cast<uint8_t>(k % kSourcePeriod); }
+
+// The source stream from offset 0 for kWriteChunk + one period: any offset's next
+// kWriteChunk bytes start at ring[offset % period].
+const std::vector<uint8_t>& source_ring() {
+  static const std::vector<uint8_t> ring = [] {
+    std::vector<uint8_t> r(kWriteChunk + kSourcePeriod);
+    for (size_t i = 0; i < r.size(); ++i) r[i] = source_byte(i);
+    return r;
+  }();
+  return ring;
+}
+
+bool source_check(uint64_t off, const uint8_t* p, size_t n) {
+  const auto& ring = source_ring();
+  while (n) {
+    size_t k = std::min(n, kWriteChunk);
+    if (std::memcmp(ring.data() + off % kSourcePeriod, p, k) != 0) return false;
+    off += k, p += k, n -= k;
+  }
+  return true;
+}
+
+// One accepted connection of `nwbench serve`. echo: what is read is written back,
+// reading stops while a write is unfinished (back-pressure, no unbounded buffer);
+// sink: read and drop; source: write the source stream as fast as it is taken and
+// drop whatever arrives. Reads and writes are up to 256 KiB / 1 MiB per call.
+class ServeConn {
+ public:
+  ServeConn(event_base* base, evutil_socket_t fd, char kind, std::function<void(ServeConn*)> on_close)
+      : fd_(fd), kind_(kind), on_close_(std::move(on_close)) {
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    rev_.reset(event_new(base, fd_, EV_READ | EV_PERSIST, &ServeConn::on_read_cb, this));
+    wev_.reset(event_new(base, fd_, EV_WRITE | EV_PERSIST, &ServeConn::on_write_cb, this));
+    event_add(rev_.get(), nullptr);
+    if (kind_ == 's') event_add(wev_.get(), nullptr);
+  }
+  ~ServeConn() { ::close(fd_); }
+  ServeConn(const ServeConn&) = delete;
+  ServeConn& operator=(const ServeConn&) = delete;
+
+ private:
+  static void on_read_cb(evutil_socket_t, short, void* self) { static_cast<ServeConn*>(self)->do_read(); }
+  static void on_write_cb(evutil_socket_t, short, void* self) { static_cast<ServeConn*>(self)->do_write(); }
+
+  void do_read() {
+    ssize_t n = ::recv(fd_, g_rx, sizeof g_rx, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return close();
+    if (n < 0 || kind_ != 'e') return;  // sink and source drop what arrives
+    pending_.assign(g_rx, g_rx + n);
+    pos_ = 0;
+    do_write();
+  }
+
+  void do_write() {
+    if (kind_ == 's') return write_source();
+    while (pos_ < pending_.size()) {
+      ssize_t w = ::send(fd_, pending_.data() + pos_, pending_.size() - pos_, MSG_NOSIGNAL);
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+      if (w <= 0) return close();
+      pos_ += static_cast<size_t>(w);
+    }
+    if (pos_ < pending_.size()) {  // the peer is slow: stop reading until it takes this
+      event_del(rev_.get());
+      event_add(wev_.get(), nullptr);
+    } else {
+      event_del(wev_.get());
+      event_add(rev_.get(), nullptr);
+    }
+  }
+
+  void write_source() {
+    const auto& ring = source_ring();
+    size_t at = static_cast<size_t>(sent_ % kSourcePeriod);
+    ssize_t w = ::send(fd_, ring.data() + at, kWriteChunk, MSG_NOSIGNAL);
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (w <= 0) return close();
+    sent_ += static_cast<uint64_t>(w);
+  }
+
+  void close() {
+    event_del(rev_.get());
+    event_del(wev_.get());
+    on_close_(this);  // frees *this
+  }
+
+  evutil_socket_t fd_;
+  char kind_;
+  std::function<void(ServeConn*)> on_close_;
+  EventPtr rev_, wev_;
+  std::vector<uint8_t> pending_;
+  size_t pos_ = 0;
+  uint64_t sent_ = 0;
+};
+
+int run_serve(const Options& o, const Endpoint& ep) {
+  if (ep.scheme != Endpoint::Scheme::Tcp) die(kExitUsage, "serve needs a tcp://127.0.0.1:PORT URL");
+  char kind = o.kind == "echo" ? 'e' : o.kind == "sink" ? 'k' : o.kind == "source" ? 's' : 0;
+  if (!kind) die(kExitUsage, "serve needs --kind echo, sink or source");
+  int ls = ::socket(ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ls < 0 || ::bind(ls, reinterpret_cast<const sockaddr*>(&ep.addr), ep.addr_len) != 0 || ::listen(ls, 4096) != 0)
+    die(kExitSetup, std::string("serve: cannot listen: ") + std::strerror(errno));
+  Loop loop;
+  std::map<ServeConn*, std::unique_ptr<ServeConn>> conns;
+  std::vector<std::unique_ptr<ServeConn>> dead;
+  // Closed connections are freed after the callback that closed them.
+  EventPtr reaper(evtimer_new(loop.base(), [](evutil_socket_t, short, void* d) {
+    static_cast<std::vector<std::unique_ptr<ServeConn>>*>(d)->clear();
+  }, &dead));
+  struct Acceptor {
+    int ls;
+    char kind;
+    event_base* base;
+    std::map<ServeConn*, std::unique_ptr<ServeConn>>* conns;
+    std::vector<std::unique_ptr<ServeConn>>* dead;
+    event* reaper;
+  } acc{ls, kind, loop.base(), &conns, &dead, reaper.get()};
+  EventPtr accept_ev(event_new(loop.base(), ls, EV_READ | EV_PERSIST, [](evutil_socket_t, short, void* a) {
+    auto* A = static_cast<Acceptor*>(a);
+    for (int i = 0; i < 64; ++i) {
+      int fd = ::accept4(A->ls, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;  // EAGAIN, or EMFILE: try again on the next event
+      auto c = std::make_unique<ServeConn>(A->base, fd, A->kind, [A](ServeConn* gone) {
+        auto it = A->conns->find(gone);
+        if (it == A->conns->end()) return;
+        A->dead->push_back(std::move(it->second));
+        A->conns->erase(it);
+        timeval zero{0, 0};
+        evtimer_add(A->reaper, &zero);
+      });
+      ServeConn* raw = c.get();
+      (*A->conns)[raw] = std::move(c);
+    }
+  }, &acc));
+  event_add(accept_ev.get(), nullptr);
+  std::fprintf(stderr, "nwbench serve: %s on %s\n", o.kind.c_str(), o.url.c_str());
+  event_base_dispatch(loop.base());
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------ ws-up, ws-down
+
+// One direction only: `up` writes messages from the ring for the whole run (to a
+// sink: nothing comes back); `down` reads the source stream and checks every byte.
+class DirConn final : public EchoConn {
+ public:
+  DirConn(Loop& loop, const Endpoint& ep, const Options& o, const FrameRing* ring, std::function<void()> on_change)
+      : EchoConn(loop.base(), ep, o), ring_(ring), on_change_(std::move(on_change)), msg_(o.size) {}
+  void go() {
+    going_ = true;
+    rx_at_go_ = rx_;
+    pump();
+  }
+  // Payload bytes moved since go(): written (up) or read and checked (down).
+  uint64_t moved() const {
+    if (!ring_) return rx_ - rx_at_go_;
+    return tx_ / ring_->frame_size() * msg_ + std::min<uint64_t>(tx_ % ring_->frame_size(), msg_);
+  }
+
+ private:
+  void on_ready() override { on_change_(); }
+  void on_failed() override { on_change_(); }
+  void on_drained() override { pump(); }
+  void on_payload(const uint8_t* p, size_t n) override {
+    if (ring_) {
+      report_mismatch("bytes_from_a_sink");
+      return fail("unexpected_bytes");
+    }
+    if (!source_check(rx_, p, n)) report_mismatch("source_near_" + std::to_string(rx_));
+    rx_ += n;
+  }
+  void on_read_done() override {
+    if (!pending_control_.empty()) {  // a pong: a tiny write between reads
+      std::string c = std::move(pending_control_);
+      pending_control_.clear();
+      write_raw(reinterpret_cast<const uint8_t*>(c.data()), c.size(), nullptr, 0);
+    }
+  }
+
+  void pump() {
+    if (!going_ || !ring_ || !open()) return;
+    // A fast sink could keep this loop going past the run's deadline: after
+    // kPumpBudget, continue from the next write event.
+    for (uint64_t start = tx_; tx_ - start < kPumpBudget;) {
+      size_t pos = static_cast<size_t>(tx_ % ring_->size());
+      size_t want = kWriteChunk;
+      if (!pending_control_.empty()) {
+        size_t into = pos % ring_->frame_size();
+        if (into == 0) {
+          std::string c = std::move(pending_control_);
+          pending_control_.clear();
+          if (write_raw(reinterpret_cast<const uint8_t*>(c.data()), c.size(), nullptr, 0) < 0) return;
+          continue;  // (a partly written pong is rare; the frame stays whole either way)
+        }
+        want = std::min(want, ring_->frame_size() - into);
+      }
+      size_t a = std::min(want, ring_->size() - pos);
+      ssize_t w = write_raw(ring_->data() + pos, a, ring_->data(), want - a);
+      if (w <= 0) return;
+      tx_ += static_cast<uint64_t>(w);
+      if (static_cast<size_t>(w) < want) return;  // socket full: the write event resumes us
+    }
+    want_write();
+  }
+
+  static constexpr uint64_t kPumpBudget = 8 * kWriteChunk;
+  const FrameRing* ring_;  // null: down
+  std::function<void()> on_change_;
+  size_t msg_;
+  bool going_ = false;
+  uint64_t tx_ = 0, rx_ = 0, rx_at_go_ = 0;
+};
+
+int run_dir(const Options& o, const Endpoint& ep, bool up) {
+  const char* mode = up ? "ws-up" : "ws-down";
+  if (ep.scheme == Endpoint::Scheme::Http) die(kExitUsage, std::string(mode) + " needs a ws:// or tcp:// URL");
+  Loop loop;
+  Pattern pat(period_for(o.size));
+  std::optional<FrameRing> ring;
+  if (up) ring.emplace(pat, o.size, ep.scheme == Endpoint::Scheme::Ws);
+  std::vector<std::unique_ptr<DirConn>> conns;
+  bool measuring = false;
+  int ready = 0, failed = 0;
+  auto recount = [&] {
+    ready = failed = 0;
+    for (auto& c : conns) {
+      ready += c->ready() && !c->failed();
+      failed += c->failed();
+    }
+    if (!measuring && ready + failed == o.conns) loop.stop();
+  };
+  for (int i = 0; i < o.conns; ++i)
+    conns.push_back(std::make_unique<DirConn>(loop, ep, o, ring ? &*ring : nullptr, recount));
+  for (auto& c : conns) c->connect(ep);
+  loop.run_for(10);
+  recount();
+  char head[512];
+  std::snprintf(head, sizeof head, "mode=%s%s url=%s conns=%d size=%" PRIu64, mode, label_kv(o).c_str(),
+                o.url.c_str(), o.conns, up ? o.size : 0);
+  if (ready < o.conns) {
+    std::string why = "timeout";
+    for (auto& c : conns)
+      if (c->failed()) why = c->error();
+    std::printf("%s ok=0 ready=%d error=%s\n", head, ready, why.c_str());
+    return kExitSetup;
+  }
+  // down: let the pipeline fill before the clock starts, so that its buffers are
+  // not counted as throughput.
+  if (!up) loop.run_for(o.warm);
+  CpuMeter cpu(o.pid, o.tpid);
+  cpu.start();
+  double t0 = now_s();
+  measuring = true;
+  for (auto& c : conns) c->go();
+  loop.run_for(o.secs);
+  double secs = now_s() - t0;
+  std::string cpus = cpu.stop();
+  recount();
+  uint64_t bytes = 0;
+  std::string err;
+  for (auto& c : conns) {
+    bytes += c->moved();
+    if (c->failed()) err = c->error();
+  }
+  char line[1024];
+  std::snprintf(line, sizeof line, "%s ok=%d failed=%d bytes=%" PRIu64 " secs=%.3f MBps=%.1f%s%s%s", head,
+                failed ? 0 : 1, failed, bytes, secs, static_cast<double>(bytes) / secs / 1e6, cpus.c_str(),
+                err.empty() ? "" : " error=", err.c_str());
+  int rc = finish_line(line);
+  return rc != kExitOk ? rc : (failed ? kExitSetup : kExitOk);
+}
+
+int run_ws_up(const Options& o, const Endpoint& ep) { return run_dir(o, ep, true); }
+int run_ws_down(const Options& o, const Endpoint& ep) { return run_dir(o, ep, false); }
+
 }  // namespace
 }  // namespace nwbench
 
@@ -1938,6 +2230,8 @@ int main(int argc, char** argv) {
       {"ws-tput", 64 * 1024, 2, run_ws_tput},        {"ws-lat", 32, 2, run_ws_lat},
       {"ws-conns", 8, 30, run_ws_conns},              {"stream-tput", 256 * 1024, 2, run_stream_tput},
       {"poll-rtt", 32, 2, run_poll_rtt},              {"poll-idle", 8, 30, run_poll_idle},
+      {"ws-up", 64 * 1024, 2, run_ws_up},            {"ws-down", 64 * 1024, 2, run_ws_down},
+      {"serve", 0, 0, run_serve},
   };
   for (const auto& m : kModes) {
     if (o.mode != m.mode) continue;

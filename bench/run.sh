@@ -5,10 +5,12 @@
 #   REPS=5 PIN=split bash bench/run.sh
 #
 # What it does: builds netwine and nwbench (release, $BUILD), copies the netwine
-# binary aside (a rebuild during the run cannot swap it), builds the shared
-# harness's C echo target (tcpserv) in a temp dir, installs socat/websockify if
-# they are missing (Debian, root), starts tcpserv, netwine, socat and websockify
-# once, and for each rep runs every test on every target, rotating the target
+# binary aside (a rebuild during the run cannot swap it), builds bench/refrelay.c,
+# installs socat/websockify if they are missing (Debian, root), starts nwbench's
+# own echo, sink and source targets (`nwbench serve`), netwine, socat, websockify
+# and the reference relays once (a second instance of each single-target bridge
+# is started for the sink and source tests), and for each rep runs every test on
+# every target, rotating the target
 # order each rep so that drift hits all alike. Prints a markdown table of
 # medians [min-max] and the ratios netwine/socat and netwine/websockify, and
 # writes results.txt (one key=value line per run), table.md and logs to $OUT.
@@ -21,7 +23,8 @@
 #   TARGETS ["raw netwine socat websockify ref-epoll ref-threads"]  (raw: the echo target itself,
 #            no relay; ref-*: bench/refrelay.c, a minimal C relay doing the per-byte work a
 #            WebSocket bridge must do, on one epoll thread or a thread per direction)
-#   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"]
+#   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"]
+#          (up64k_c1: client -> bridge -> sink; down_c1: source -> bridge -> client)
 #   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
 #   BUILD [build-bench]  BASE_PORT [19600]  OUT [/tmp/nwbench-<timestamp>]
 #   NETWINE [] a netwine binary to measure instead of building the work tree's
@@ -38,7 +41,7 @@ K_WS_WANTED=${K_WS:-10000}
 K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
 TARGETS=${TARGETS:-"raw netwine socat websockify ref-epoll ref-threads"}
-TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
+TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
 BASE=${BASE_PORT:-19600}
@@ -74,14 +77,6 @@ cp "$BUILD/bench/nwbench" "$WORK/nwbench"
 NWB=$WORK/nwbench
 NETWINE=$WORK/netwine
 
-# The shared dir is read-only: build its echo target in our temp dir.
-mkdir -p "$WORK/shared"
-cp -r "$SHARED_BENCH/src" "$SHARED_BENCH/build.sh" "$WORK/shared/" 2>/dev/null
-if ! (cd "$WORK/shared" && sh ./build.sh >>"$OUT/build.log" 2>&1); then
-    log "could not build the shared tcpserv (needs gcc): $OUT/build.log"
-    exit 1
-fi
-TCPSERV=$WORK/shared/bin/tcpserv
 # The reference relay (docs/PERFORMANCE.md, "The floor of a relay on this machine").
 if ! gcc -O2 -Wall -pthread "$ROOT/bench/refrelay.c" -o "$WORK/refrelay" >>"$OUT/build.log" 2>&1; then
     log "could not build bench/refrelay.c: $OUT/build.log"
@@ -140,15 +135,21 @@ tree_pids() {
 pin_tree() { local p; for p in $(tree_pids "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1; done; }
 nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
 
-ECHO=$((BASE + 1))
+ECHO=$((BASE + 1)) SINK=$((BASE + 2)) SOURCE=$((BASE + 3))
 declare -A PORT URL PROTO PID CMD
 PORT[netwine]=$((BASE + 10)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
 PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41))
-CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
-CMD[socat]="socat -b 262144 TCP-LISTEN:${PORT[socat]},bind=127.0.0.1,fork,backlog=1024,reuseaddr TCP:127.0.0.1:$ECHO"
-CMD[websockify]="websockify 127.0.0.1:${PORT[websockify]} 127.0.0.1:$ECHO"
-CMD[ref-epoll]="$WORK/refrelay ${PORT[ref-epoll]} $ECHO epoll"
-CMD[ref-threads]="$WORK/refrelay ${PORT[ref-threads]} $ECHO threads"
+# bridge_cmd TARGET LISTEN_PORT TARGET_PORT: the command line of a single-target bridge.
+bridge_cmd() {
+    case $1 in
+    socat) echo "socat -b 262144 TCP-LISTEN:$2,bind=127.0.0.1,fork,backlog=1024,reuseaddr TCP:127.0.0.1:$3" ;;
+    websockify) echo "websockify 127.0.0.1:$2 127.0.0.1:$3" ;;
+    ref-epoll) echo "$WORK/refrelay $2 $3 epoll" ;;
+    ref-threads) echo "$WORK/refrelay $2 $3 threads" ;;
+    esac
+}
+CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --target 127.0.0.1:$SINK --target 127.0.0.1:$SOURCE --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
+for t in socat websockify ref-epoll ref-threads; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[socat]="tcp://127.0.0.1:${PORT[socat]}"
@@ -169,8 +170,12 @@ HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 } >"$OUT/meta.txt"
 cat "$OUT/meta.txt" >&2
 
-start_bg tcpserv "$ECHO" "$TCPSERV" "echo:$ECHO"
+start_bg echo "$ECHO" "$NWB" serve --url "tcp://127.0.0.1:$ECHO" --kind echo
 TSPID=$LASTPID
+start_bg sink "$SINK" "$NWB" serve --url "tcp://127.0.0.1:$SINK" --kind sink
+SINKPID=$LASTPID
+start_bg source "$SOURCE" "$NWB" serve --url "tcp://127.0.0.1:$SOURCE" --kind source
+SOURCEPID=$LASTPID
 ORDER=()
 for t in $TARGETS; do
     case $t in
@@ -189,6 +194,8 @@ done
 
 if [ "$PIN" = split ]; then
     pin_tree "$TSPID" 0
+    pin_tree "$SINKPID" 0
+    pin_tree "$SOURCEPID" 0
     for t in "${ORDER[@]}"; do [ -n "${PID[$t]}" ] && pin_tree "${PID[$t]}" 1; done
     CLIENT_PIN=(taskset -c 0)
 else
@@ -227,13 +234,32 @@ applies() { # TARGET TEST
 
 run_test() { # REP TARGET TEST
     local rep=$1 t=$2 test=$3
-    local url=${URL[$t]} pid=${PID[$t]:-} pre=("${CLIENT_PIN[@]}") args common=(--label "$t")
+    local url=${URL[$t]} pid=${PID[$t]:-} pre=("${CLIENT_PIN[@]}") args common=(--label "$t") dirpid=""
     [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
     [ -n "$pid" ] && common+=(--pid "$pid")
     case $test in
     tput64k_c1) args=(ws-tput --url "$url" -c 1 -s 64K -t "$TPUT_SECS" --tpid "$TSPID") ;;
     tput64k_c8) args=(ws-tput --url "$url" -c 8 -s 64K -t "$TPUT_SECS" --tpid "$TSPID") ;;
     tput1k_c8) args=(ws-tput --url "$url" -c 8 -s 1K -t "$TPUT_SECS" --tpid "$TSPID") ;;
+    up64k_c1 | down_c1)
+        # One direction, to the sink or from the source: netwine reaches them by
+        # ?target=; the single-target bridges get a second instance for the test.
+        local to=$SINK tp=$SINKPID mode=ws-up
+        [ "$test" = down_c1 ] && to=$SOURCE tp=$SOURCEPID mode=ws-down
+        case $t in
+        raw) url="tcp://127.0.0.1:$to" ;;
+        netwine) url="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$to" ;;
+        *)
+            local dport=$((BASE + 60))
+            eval "start_bg $t-dir $dport $(bridge_cmd "$t" "$dport" "$to")"
+            dirpid=$LASTPID
+            pid=$dirpid
+            common=(--label "$t" --pid "$pid")
+            [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
+            [ "$PIN" = split ] && pin_tree "$pid" 1
+            case $t in websockify) url="ws://127.0.0.1:$dport/" ;; *) url="tcp://127.0.0.1:$dport" ;; esac ;;
+        esac
+        args=($mode --url "$url" -c 1 -s 64K -t "$TPUT_SECS" --tpid "$tp") ;;
     lat) args=(ws-lat --url "$url" -s 32 -t "$LAT_SECS") ;;
     lat_cpu0)
         pin_tree "$TSPID" 0
@@ -271,6 +297,10 @@ run_test() { # REP TARGET TEST
     printf '  %-10s %-10s rc=%d %s\n' "$t" "$test" "$rc" \
         "$(printf '%s' "$out" | grep -oE '(MBps|p50_us|p99_us|connps|sessps|rtps|kb_per_conn|tree_pss_kb_per_conn|error)=[^ ]*' | tr '\n' ' ')" >&2
     [ "$test" = lat_cpu0 ] && restore_pins "$pid"
+    if [ -n "$dirpid" ]; then  # the one-direction test's own bridge instance
+        stop_bg "$dirpid"
+        pid=""
+    fi
     # fork-per-connection bridges: let the children go before the next test
     if [ -n "$pid" ]; then
         local i

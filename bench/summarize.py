@@ -20,6 +20,8 @@ ROWS = [
     ("WS 64 KiB x 1 conn, MB/s", "tput64k_c1", "MBps", "higher"),
     ("WS 64 KiB x 8 conns, MB/s", "tput64k_c8", "MBps", "higher"),
     ("WS 1 KiB x 8 conns, MB/s", "tput1k_c8", "MBps", "higher"),
+    ("upstream only, 64 KiB x 1 conn to a sink, MB/s", "up64k_c1", "MBps", "higher"),
+    ("downstream only, 1 conn from a source, MB/s", "down_c1", "MBps", "higher"),
     ("bridge CPU-s per GB (64 KiB x 8)", "tput64k_c8", "cpu_s_per_gb", "lower"),
     ("latency p50 us (unpinned)", "lat", "p50_us", "lower"),
     ("latency p99 us (unpinned)", "lat", "p99_us", "lower"),
