@@ -1978,7 +1978,13 @@ class ServeConn {
     ssize_t n = ::recv(fd_, g_rx, sizeof g_rx, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return close();
     if (n < 0 || kind_ != 'e') return;  // sink and source drop what arrives
-    pending_.assign(g_rx, g_rx + n);
+    // Write back at once from the read buffer; only what the socket does not take
+    // is copied aside, and reading stops until it has gone.
+    ssize_t w = ::send(fd_, g_rx, static_cast<size_t>(n), MSG_NOSIGNAL);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return close();
+    if (w < 0) w = 0;
+    if (w == n) return;
+    pending_.assign(g_rx + w, g_rx + n);
     pos_ = 0;
     do_write();
   }
