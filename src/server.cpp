@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -286,6 +287,14 @@ void Server::adopt(ConnGuard* g, evhttp_connection* conn) {
   }
   if (rcb && !evhttp_read_cb_) evhttp_read_cb_ = rcb;
   if (sockio::plain_socket(g->bev)) g->fd = bufferevent_getfd(g->bev);
+  // No Nagle delay on what we send: a relay's small writes (a console's echoed
+  // keystroke, a VNC update's last piece) would otherwise wait for the client's
+  // delayed ACK when earlier bytes are still unacknowledged. Targets get the same
+  // (target/connector.cpp).
+  if (evutil_socket_t fd = bufferevent_getfd(g->bev); fd >= 0) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   evhttp_connection_set_closecb(conn, &Server::on_connection_close, this);
   // The first request's deadline (adoption follows the accept at once).
   g->disarm();
