@@ -1030,6 +1030,41 @@ int finish_line(const std::string& line) {
   return g_mismatch.empty() ? kExitOk : kExitMismatch;
 }
 
+// The clock of the throughput modes: connects every connection, waits for the
+// handshakes (at most 10 s; the connections' callbacks stop the loop sooner),
+// prints the not-ready line and returns nothing if some did not get ready;
+// otherwise runs `warm` seconds unmeasured, then go() on each and `o.secs` with the
+// CPU meter on. `measuring` tells the connections' callbacks which phase it is.
+struct Timed {
+  double secs;
+  std::string cpus;
+};
+template <class C>
+std::optional<Timed> run_timed(Loop& loop, std::vector<std::unique_ptr<C>>& conns, const Endpoint& ep,
+                               const Options& o, const char* head, bool& measuring, double warm) {
+  for (auto& c : conns) c->connect(ep);
+  loop.run_for(10);
+  int ready = 0;
+  std::string why = "timeout";
+  for (auto& c : conns) {
+    ready += c->ready() && !c->failed();
+    if (c->failed()) why = c->error();
+  }
+  if (ready < o.conns) {
+    std::printf("%s ok=0 ready=%d error=%s\n", head, ready, why.c_str());
+    return std::nullopt;
+  }
+  if (warm > 0) loop.run_for(warm);
+  CpuMeter cpu(o.pid, o.tpid);
+  cpu.start();
+  double t0 = now_s();
+  measuring = true;
+  for (auto& c : conns) c->go();
+  loop.run_for(o.secs);
+  double secs = now_s() - t0;
+  return Timed{secs, cpu.stop()};
+}
+
 // ------------------------------------------------------------------ ws-tput
 
 // Sends `total` payload bytes as messages from the ring, at most `window` wire
@@ -1140,27 +1175,13 @@ int run_ws_tput(const Options& o, const Endpoint& ep) {
   for (int i = 0; i < o.conns; ++i) {
     conns.push_back(std::make_unique<TputConn>(loop, ep, o, pat, ring, recount));
   }
-  for (auto& c : conns) c->connect(ep);
-  loop.run_for(10);  // connects and handshakes
-  recount();
   char head[512];
   std::snprintf(head, sizeof head, "mode=ws-tput%s url=%s conns=%d size=%" PRIu64, label_kv(o).c_str(),
                 o.url.c_str(), o.conns, o.size);
-  if (ready < o.conns) {
-    std::string why = "timeout";
-    for (auto& c : conns)
-      if (c->failed()) why = c->error();
-    std::printf("%s ok=0 ready=%d error=%s\n", head, ready, why.c_str());
-    return kExitSetup;
-  }
-  CpuMeter cpu(o.pid, o.tpid);
-  cpu.start();
-  double t0 = now_s();
-  measuring = true;
-  for (auto& c : conns) c->go();
-  loop.run_for(o.secs);
-  double secs = now_s() - t0;
-  std::string cpus = cpu.stop();
+  auto timed = run_timed(loop, conns, ep, o, head, measuring, 0);
+  if (!timed) return kExitSetup;
+  const double secs = timed->secs;
+  const std::string& cpus = timed->cpus;
   recount();
   uint64_t bytes = 0;
   uint64_t pings = 0;
@@ -2170,30 +2191,15 @@ int run_dir(const Options& o, const Endpoint& ep, bool up) {
   };
   for (int i = 0; i < o.conns; ++i)
     conns.push_back(std::make_unique<DirConn>(loop, ep, o, ring ? &*ring : nullptr, recount));
-  for (auto& c : conns) c->connect(ep);
-  loop.run_for(10);
-  recount();
   char head[512];
   std::snprintf(head, sizeof head, "mode=%s%s url=%s conns=%d size=%" PRIu64, mode, label_kv(o).c_str(),
                 o.url.c_str(), o.conns, up ? o.size : 0);
-  if (ready < o.conns) {
-    std::string why = "timeout";
-    for (auto& c : conns)
-      if (c->failed()) why = c->error();
-    std::printf("%s ok=0 ready=%d error=%s\n", head, ready, why.c_str());
-    return kExitSetup;
-  }
   // down: let the pipeline fill before the clock starts, so that its buffers are
   // not counted as throughput.
-  if (!up) loop.run_for(o.warm);
-  CpuMeter cpu(o.pid, o.tpid);
-  cpu.start();
-  double t0 = now_s();
-  measuring = true;
-  for (auto& c : conns) c->go();
-  loop.run_for(o.secs);
-  double secs = now_s() - t0;
-  std::string cpus = cpu.stop();
+  auto timed = run_timed(loop, conns, ep, o, head, measuring, up ? 0 : o.warm);
+  if (!timed) return kExitSetup;
+  const double secs = timed->secs;
+  const std::string& cpus = timed->cpus;
   recount();
   uint64_t bytes = 0;
   std::string err;
