@@ -200,7 +200,7 @@ const std::vector<Option>& options() {
       {"connect-timeout", Kind::Duration, "10", "give up connecting to a target after it (504)",
        duration(&Config::connect_timeout, 0.1, kDay)},
       {"session-idle-timeout", Kind::Duration, "60",
-       "end a session that has had no transport attached for this long",
+       "end a session that has had no transport attached and no send for this long",
        duration(&Config::session_idle_timeout, 0.1, kDay)},
       {"poll-wait", Kind::Duration, "25", "a long poll with no data answers empty after it",
        duration(&Config::poll_wait, 0.01, 3600)},

@@ -551,6 +551,7 @@ void finish_held(const std::string& key, bool timed_out) {
   } else {
     apply_send(*h->m, h->req, *s, h->offset, h->body.get());
   }
+  if (s) s->touch();  // the wait is over: the idle countdown runs from now
   // The timer may be the one running now: free the event outside of its callback.
   event* t = h->timer.release();
   event_del(t);
@@ -628,6 +629,7 @@ void handle_poll(Manager& m, evhttp_request* req, Session& s) {
 }
 
 void handle_send(Manager& m, evhttp_request* req, Session& s) {
+  s.touch();
   uint64_t offset = 0, ack = 0;
   auto off_param = http::query_param(req, "off");
   if (!off_param || !parse_u64(off_param, offset)) {

@@ -405,9 +405,19 @@ void Session::arm_idle_timer() {
   evtimer_add(idle_timer_.get(), &tv);
 }
 
+void Session::touch() {
+  // Not while closing: there the timer bounds the wait for the target instead.
+  if (!transport_ && !client_closing_) arm_idle_timer();
+}
+
 void Session::on_idle_timeout(evutil_socket_t, short, void* self) {
   auto* s = static_cast<Session*>(self);
   if (s->transport_ && !s->client_closing_) return;  // attached since: not idle
+  if (s->room_waiter_ && !s->client_closing_) {
+    // A send is held for the target (at most --poll-wait): the client is there.
+    s->arm_idle_timer();
+    return;
+  }
   if (s->state_ != State::Ending) {
     s->state_ = State::Ending;
     s->close_code_ = close_code::kIdleTimeout;

@@ -121,8 +121,12 @@ class Session {
   uint64_t upstream_offset() const { return up_next_; }
   // True while the target has not taken session-buffer bytes: stop feeding it.
   bool upstream_full() const;
-  // Called once when upstream room frees up (for a held HTTP send).
+  // Called once when upstream room frees up (for a held HTTP send). While one is
+  // waiting, the session is not idle.
   void when_upstream_room(std::function<void()> fn) { room_waiter_ = std::move(fn); }
+  // A request for the session arrived (a send or an acknowledgement): the client
+  // is there, so with no transport attached the idle countdown starts again.
+  void touch();
 
   // The client closes: flush upstream, shut the target's write side, end.
   void client_close();

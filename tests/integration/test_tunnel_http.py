@@ -725,6 +725,56 @@ def test_attached_session_does_not_expire(netwine, tcp_target):
     s.close()
 
 
+def test_sends_keep_a_detached_session_alive(netwine, tcp_target):
+    """A client that only sends (no poll or stream attached) is there all the same:
+    each send restarts the idle countdown, so the session outlives many idle
+    timeouts while sends keep coming, and expires once they stop."""
+    t = tcp_target("echo")
+    n, c = start(netwine, t, extra=["--session-idle-timeout", "0.5"])
+    s = c.open(t.address, mode="none")
+    for i in range(10):  # 2 s of sends: four idle timeouts
+        s.send(b"%d" % i)
+        time.sleep(0.2)  # the client's pace, not a synchronisation
+    got = b""
+    for _ in range(20):
+        got += s.poll(timeout=10)
+        if len(got) >= 10:
+            break
+    assert got == b"0123456789"
+    wait_until(lambda: c.status()["sessions_open"] == 0, 10, "the session to expire once nothing comes")
+
+
+def test_held_send_outlasting_the_idle_timeout_keeps_the_session(netwine, tcp_target):
+    """A send held for a target that does not read (up to --poll-wait) counts as the
+    client being there: the session does not expire under it, the send ends with
+    503 target_busy (not 410), and the session goes on once the target reads."""
+    sink = GatedSink()
+    t = tcp_target(sink)
+    n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "1.5",
+                                    "--session-idle-timeout", "0.5"])
+    s = c.open(t.address, mode="none")
+    data = pattern_bytes(512 * 1024, 6)
+    sent = hashlib.sha256()
+    total = 0
+    busy = None
+    for _ in range(400):  # kernel buffers take some MiB before netwine's buffer fills
+        try:
+            s.send(data)
+        except HttpError as e:
+            busy = e
+            break
+        sent.update(data)
+        total += len(data)
+    assert busy is not None and (busy.status, busy.error) == (503, "target_busy"), busy
+    assert c.status()["sessions_open"] == 1
+    sink.go.set()
+    s.send(b"!")  # held until the target has taken enough, then applied
+    sent.update(b"!")
+    s.close()
+    sink.rec.wait(lambda rec: rec.eof, 30)
+    assert sink.rec.count == total + 1 and sink.rec.sha.hexdigest() == sent.hexdigest()
+
+
 def test_ack_outside_what_is_kept_is_409(netwine, tcp_target):
     t = tcp_target(Recorder())
     n, c = start(netwine, t)
