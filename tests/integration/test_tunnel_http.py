@@ -532,23 +532,28 @@ class GatedSink:
         self.rec(conn)
 
 
+def send_until_refused(s, data):
+    """Sends `data` again and again until a send is refused (at most 400 times: the
+    kernel's buffers take some MiB before netwine's buffer fills). Returns the
+    SHA-256 of what was applied, its length, and the refusal (or None)."""
+    sent = hashlib.sha256()
+    total = 0
+    for _ in range(400):
+        try:
+            s.send(data)
+        except HttpError as e:
+            return sent, total, e
+        sent.update(data)
+        total += len(data)
+    return sent, total, None
+
+
 def test_target_not_reading_holds_sends_then_503(netwine, tcp_target):
     sink = GatedSink()
     t = tcp_target(sink)
     n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "1"])
     s = c.open(t.address, mode="none")
-    data = pattern_bytes(512 * 1024, 5)
-    sent = hashlib.sha256()
-    total = 0
-    busy = None
-    for _ in range(400):  # kernel buffers take some MiB before netwine's buffer fills
-        try:
-            s.send(data)
-        except HttpError as e:
-            busy = e
-            break
-        sent.update(data)
-        total += len(data)
+    sent, total, busy = send_until_refused(s, pattern_bytes(512 * 1024, 5))
     assert busy is not None and (busy.status, busy.error) == (503, "target_busy"), busy
     assert busy.headers.get("retry-after")
     assert s.up == total  # the refused send was not applied
@@ -753,18 +758,7 @@ def test_held_send_outlasting_the_idle_timeout_keeps_the_session(netwine, tcp_ta
     n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "1.5",
                                     "--session-idle-timeout", "0.5"])
     s = c.open(t.address, mode="none")
-    data = pattern_bytes(512 * 1024, 6)
-    sent = hashlib.sha256()
-    total = 0
-    busy = None
-    for _ in range(400):  # kernel buffers take some MiB before netwine's buffer fills
-        try:
-            s.send(data)
-        except HttpError as e:
-            busy = e
-            break
-        sent.update(data)
-        total += len(data)
+    sent, total, busy = send_until_refused(s, pattern_bytes(512 * 1024, 6))
     assert busy is not None and (busy.status, busy.error) == (503, "target_busy"), busy
     assert c.status()["sessions_open"] == 1
     sink.go.set()
