@@ -197,6 +197,10 @@ const std::vector<Option>& options() {
        duration(&Config::header_timeout, 0.1, kDay)},
       {"max-connections", Kind::Size, "20000", "open client connections at most; accepting pauses past it",
        size(&Config::max_connections, 1, 10000000)},
+      {"threads", Kind::Int, "0",
+       "event-loop threads in all: 1 runs everything on one; 0 means one per CPU. Binary and "
+       "base64 WebSockets move to the extra threads after their handshake",
+       integer(&Config::threads, 0, 64)},
       {"connect-timeout", Kind::Duration, "10", "give up connecting to a target after it (504)",
        duration(&Config::connect_timeout, 0.1, kDay)},
       {"session-idle-timeout", Kind::Duration, "60",

@@ -49,6 +49,7 @@ struct Config {
   double http_idle_timeout = 0;      // seconds
   double header_timeout = 0;         // whole request head must arrive within it
   uint64_t max_connections = 0;
+  int threads = 0;  // event-loop threads in all; 0 = one per CPU
 
   // Sessions.
   double connect_timeout = 0;

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <event2/thread.h>
+
 #include "config.hpp"
 #include "log.hpp"
 #include "server.hpp"
@@ -59,6 +61,9 @@ int main(int argc, char** argv) {
   }
   raise_fd_limit();
   tune_malloc();
+  // Worker threads (--threads) post to each other's event loops: libevent's
+  // locks and cross-thread wake-ups must be on before any event_base exists.
+  evthread_use_pthreads();
   netwine::Server server(cfg);
   return server.run();
 }

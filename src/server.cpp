@@ -5,11 +5,16 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
+#include <thread>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -21,7 +26,9 @@
 #include "log.hpp"
 #include "sockio.hpp"
 #include "tls.hpp"
+#include "tunnel/counts.hpp"
 #include "tunnel/manager.hpp"
+#include "workers.hpp"
 
 namespace netwine {
 namespace {
@@ -262,10 +269,16 @@ bool Server::method_allowed(evhttp_cmd_type t) const {
 }
 
 Server::~Server() {
+  // Worker threads first: they close their sockets and sessions on their own
+  // threads and may still post here while doing so.
+  if (workers_) workers_->stop();
+  workers_.reset();
+  mailbox_.reset();
   tunnels_.reset();
   guards_.clear();  // before evhttp_free, whose close callbacks then find no guard
   http_.reset();
   demo_.reset();
+  if (placeholder_ >= 0) close(placeholder_);
 }
 
 void Server::adopt(ConnGuard* g, evhttp_connection* conn) {
@@ -355,6 +368,65 @@ void Server::do_connection_close(evhttp_connection* conn) {
     close_watchers_.erase(it);
     fn();
   }
+}
+
+namespace {
+
+// A socket being taken from evhttp (Server::detach_socket()).
+struct Detach {
+  Server* server;
+  evhttp_connection* conn;  // null once evhttp freed it first
+  evutil_socket_t fd;
+  std::string pending;
+  std::function<void(evutil_socket_t, std::string)> then;
+};
+
+}  // namespace
+
+// Step one, inside the request's callback: stop the bufferevent and take its
+// socket off it, which deletes its events. With the epoll changelist those
+// deletions reach the kernel only when the loop next polls, so the descriptor
+// is given away in step two, after that (finish_detach()).
+//
+// Why not simply free the connection: evhttp_connection_free() calls
+// shutdown(SHUT_WR) on the descriptor it remembers from the accept, even when
+// the bufferevent no longer has it (libevent 2.1.12 http.c). So step two
+// duplicates the socket for the new owner and points the old descriptor number
+// at a placeholder socket first: evhttp's shutdown and close reach that.
+void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string)> then) {
+  bufferevent* bev = evhttp_connection_get_bufferevent(conn);
+  bufferevent_disable(bev, EV_READ | EV_WRITE);
+  bufferevent_set_timeouts(bev, nullptr, nullptr);
+  evbuffer* in = bufferevent_get_input(bev);
+  std::string pending(evbuffer_get_length(in), '\0');
+  if (!pending.empty()) evbuffer_remove(in, pending.data(), pending.size());
+  evutil_socket_t fd = bufferevent_getfd(bev);
+  bufferevent_setfd(bev, -1);
+  auto* job = new Detach{this, conn, fd, std::move(pending), std::move(then)};
+  watch_close(conn, [job] { job->conn = nullptr; });  // evhttp_free() came first
+  event_base_once(base_.get(), -1, EV_TIMEOUT, [](evutil_socket_t, short, void* arg) {
+    std::unique_ptr<Detach> job(static_cast<Detach*>(arg));
+    Server& self = *job->server;
+    if (!job->conn) {  // already shut down and counted as closed by evhttp
+      if (job->fd >= 0) close(job->fd);
+      job->then(-1, {});
+      return;
+    }
+    self.unwatch_close(job->conn);
+    evutil_socket_t mine = job->fd >= 0 ? fcntl(job->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (mine >= 0 && dup3(self.placeholder_, job->fd, O_CLOEXEC) < 0) {
+      close(mine);
+      mine = -1;
+    }
+    if (mine >= 0) ++self.open_connections_;  // it lives on elsewhere
+    evhttp_connection_free(job->conn);  // counts one connection gone
+    if (job->fd >= 0) close(job->fd);    // the placeholder copy, or the socket itself on failure
+    job->then(mine, std::move(job->pending));
+  }, job, &kZeroTimeval);
+}
+
+void Server::connection_closed_elsewhere() {
+  mailbox_->post([this] { note_connection_gone(); });
 }
 
 void Server::watch_close(evhttp_connection* conn, std::function<void()> fn) {
@@ -470,17 +542,35 @@ void Server::begin_shutdown(const char* why) {
   draining_ = true;
   log::info(why, ": no longer accepting; draining for at most ", config_.drain_timeout, "s");
   for (auto* l : listeners_) evconnlistener_disable(l);
-  tunnels_->shutdown();
   drain_timer_.reset(evtimer_new(base_.get(), [](evutil_socket_t, short, void* self) {
     static_cast<Server*>(self)->finish_shutdown();
   }, this));
   timeval tv = to_timeval(config_.drain_timeout);
   evtimer_add(drain_timer_.get(), &tv);
+  if (workers_) {
+    workers_draining_ = workers_->size();
+    workers_->each([this](tunnel::Manager& m) {
+      m.shutdown();
+      m.on_drained([this] {
+        mailbox_->post([this] {
+          if (workers_draining_ > 0) --workers_draining_;
+          check_drained();
+        });
+      });
+    });
+  }
+  tunnels_->shutdown();
   tunnels_->on_drained([this] {
-    // Every session has flushed: no need to wait for the drain deadline.
-    timeval now{0, 0};
-    evtimer_add(drain_timer_.get(), &now);
+    main_drained_ = true;
+    check_drained();
   });
+}
+
+void Server::check_drained() {
+  // Every session of every thread has flushed: no need to wait for the deadline.
+  if (!main_drained_ || workers_draining_ > 0) return;
+  timeval now{0, 0};
+  evtimer_add(drain_timer_.get(), &now);
 }
 
 void Server::finish_shutdown() { event_base_loopexit(base_.get(), nullptr); }
@@ -636,11 +726,14 @@ int Server::run() {
     }
     log::info("demo line service on 127.0.0.1:", demo_->port(), " (target 'demo')");
   }
-  tunnels_ = tunnel::Manager::create(*this, demo_ ? demo_->port() : 0, error);
+  counts_ = std::make_shared<tunnel::SessionCounts>();
+  tunnels_ = tunnel::Manager::create(*this, demo_ ? demo_->port() : 0, counts_, error);
   if (!tunnels_) {
     log::error(error);
     return 2;
   }
+  mailbox_ = std::make_unique<Mailbox>(base_.get());
+  if (!start_workers()) return 1;
   static_site_ = std::make_unique<http::StaticSite>(
       config_.www_dir,
       std::map<std::string, std::string>{{"/netwine.js", config_.js_client_dir + "/netwine.js"}});
@@ -656,9 +749,30 @@ int Server::run() {
   timeval second{1, 0};
   evtimer_add(log_tick_.get(), &second);
   event_base_dispatch(base_.get());
+  if (workers_) workers_->stop();
   flush_log_summaries(false);
   log::info("stopped");
   return exit_code_;
+}
+
+bool Server::start_workers() {
+  int loops = config_.threads;
+  if (loops == 0) loops = static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+  if (loops <= 1) return true;
+  placeholder_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (placeholder_ < 0) {
+    log::error("cannot create a socket: ", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    return false;
+  }
+  workers_ = std::make_unique<WorkerPool>(config_, counts_);
+  std::string error;
+  if (!workers_->start(loops - 1, error)) {
+    log::error(error);
+    return false;
+  }
+  tunnels_->set_workers(workers_.get());
+  log::info(loops, " event-loop threads: binary and base64 WebSockets take turns between them");
+  return true;
 }
 
 Server* Server::active_ = nullptr;

@@ -1,6 +1,22 @@
 // The server: one event_base, one evhttp on every --listen address, the routes
 // (static files, /netwine.js, the tunnel prefix, status and metrics), signals and
-// connection accounting. Everything runs on one thread.
+// connection accounting.
+//
+// Threads. Everything above runs on the main thread: every HTTP request, every
+// streaming and polling transport, every netwine.v1 WebSocket (so a session's
+// resumes and HTTP fallbacks always reach the thread it lives on) and every TLS
+// connection (its state lives in its bufferevent). --threads N (default: one per
+// CPU) adds N-1 worker threads, each with its own event loop, DNS base and
+// tunnel::Manager (workers.hpp). New binary and base64 WebSockets, which nothing
+// can attach to later, take turns between the main thread and the workers: on a
+// worker's turn the main thread still checks the handshake, the client, the
+// Origin, the target and the limits (refusals stay HTTP answers), then takes the
+// socket from evhttp (detach_socket()) and posts it with the admitted session to
+// the worker, which writes the 101 and relays. Shared between threads: the
+// session limits and the keys of worker sessions (tunnel/counts.hpp), the
+// connection count (connection_closed_elsewhere()), and the config (read-only).
+// /netwine/status and /metrics gather every worker's sessions on its own thread;
+// SIGTERM's drain waits for every thread's sessions.
 #pragma once
 
 #include <functional>
@@ -17,7 +33,9 @@
 namespace netwine {
 
 namespace http { class StaticSite; }
-namespace tunnel { class Manager; }
+namespace tunnel { class Manager; class SessionCounts; }
+class Mailbox;
+class WorkerPool;
 namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; }
 class DemoService;
 
@@ -51,6 +69,15 @@ class Server {
   // True while shutting down: new sessions are refused with 503.
   bool draining() const { return draining_; }
 
+  // Takes `conn`'s plain socket away from evhttp: from the event loop, once
+  // evhttp has let go of it, `then` gets the descriptor (the caller's from then
+  // on) and the bytes the client sent after its request; or -1 if evhttp freed
+  // the connection first. The socket still counts as an open connection until
+  // connection_closed_elsewhere().
+  void detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string)> then);
+  // A socket taken by detach_socket() was closed (callable from any thread).
+  void connection_closed_elsewhere();
+
  private:
   struct Listener;
   struct ConnGuard;
@@ -59,7 +86,9 @@ class Server {
   void write_port_file();
   void reload();
   void begin_shutdown(const char* why);
+  void check_drained();
   void finish_shutdown();
+  bool start_workers();
 
   static void on_request(evhttp_request* req, void* self);
   void do_request(evhttp_request* req);
@@ -96,7 +125,13 @@ class Server {
   EventPtr log_tick_;  // every second: summaries of throttled log lines
   EventPtr drain_timer_;
   std::unique_ptr<http::StaticSite> static_site_;
+  std::shared_ptr<tunnel::SessionCounts> counts_;
   std::unique_ptr<tunnel::Manager> tunnels_;
+  std::unique_ptr<Mailbox> mailbox_;       // posts from worker threads
+  std::unique_ptr<WorkerPool> workers_;    // null with --threads 1
+  evutil_socket_t placeholder_ = -1;       // stands in for detached sockets (detach_socket())
+  size_t workers_draining_ = 0;            // shutdown: workers whose sessions are not all gone
+  bool main_drained_ = false;              // shutdown: the main thread's are
   std::unique_ptr<DemoService> demo_;
   // Connections that have dispatched a request: their close watchers.
   std::unordered_map<evhttp_connection*, std::function<void()>> close_watchers_;

@@ -51,15 +51,26 @@ uint64_t parse_offset(const std::optional<std::string>& v, bool& ok) {
 
 }  // namespace
 
-std::unique_ptr<Manager> Manager::create(Server& server, int demo_port, std::string& error) {
-  std::unique_ptr<Manager> m(new Manager(server, demo_port));
+std::unique_ptr<Manager> Manager::create(Server& server, int demo_port, std::shared_ptr<SessionCounts> counts,
+                                         std::string& error) {
+  std::unique_ptr<Manager> m(
+      new Manager(server.config(), server.base(), server.dns(), &server, demo_port, std::move(counts)));
   error = m->load_rules();
   if (!error.empty()) return nullptr;
   return m;
 }
 
-Manager::Manager(Server& server, int demo_port) : server_(server), demo_port_(demo_port) {
-  reaper_.reset(evtimer_new(server_.base(), &Manager::on_reap, this));
+std::unique_ptr<Manager> Manager::create_worker(const Config& config, event_base* base, evdns_base* dns,
+                                                std::shared_ptr<SessionCounts> counts, int thread) {
+  std::unique_ptr<Manager> m(new Manager(config, base, dns, nullptr, 0, std::move(counts)));
+  m->thread_ = thread;
+  return m;
+}
+
+Manager::Manager(const Config& config, event_base* base, evdns_base* dns, Server* server, int demo_port,
+                 std::shared_ptr<SessionCounts> counts)
+    : config_(config), base_(base), dns_(dns), server_(server), demo_port_(demo_port), counts_(std::move(counts)) {
+  reaper_.reset(evtimer_new(base_, &Manager::on_reap, this));
 }
 
 Manager::~Manager() {
@@ -77,8 +88,6 @@ Manager::~Manager() {
   reap();
 }
 
-const Config& Manager::config() const { return server_.config(); }
-event_base* Manager::base() const { return server_.base(); }
 
 // Loads allowed-hosts, target-hosts, tokens and the flags into fresh rule objects
 // and swaps them in only if everything loaded: a broken reload keeps the old rules.
@@ -147,7 +156,6 @@ void Manager::reload() {
   else log::info("reload: rules applied to new sessions");
 }
 
-bool Manager::target_rules_empty() const { return targets_->empty(); }
 
 // ------------------------------------------------------------------ routing
 
@@ -198,6 +206,13 @@ void Manager::handle(evhttp_request* req, std::string_view rest) {
     return;
   }
   Session* s = looks_like_key(key) ? find(key) : nullptr;
+  if (!s && looks_like_key(key) && counts_->is_remote(std::string(key))) {
+    // A binary/base64 WebSocket's session on a worker thread: it exists, but
+    // nothing can attach to it (the same answer as for one on this thread).
+    http::send_json_error(req, 409, "not_resumable",
+                          "this session belongs to a binary/base64 WebSocket and cannot be attached to");
+    return;
+  }
   if (!s) {
     http::send_json_error(req, 404, "unknown_session", "no session with this key (it may have ended)");
     return;
@@ -308,7 +323,7 @@ bool Manager::client_allowed(evhttp_request* req, OpenError& error) const {
   const char* origin = http::request_header(req, "Origin");
   const char* host = http::request_header(req, "Host");
   auto od = allowed_->check_origin(origin ? std::optional<std::string_view>(origin) : std::nullopt,
-                                   host ? host : "", server_.is_tls(req));
+                                   host ? host : "", server_->is_tls(req));
   if (!od.allowed) {
     error = {403, "origin_not_allowed", std::string("origin ") + (origin ? origin : "") + " is not allowed: " + od.reason};
     return false;
@@ -320,7 +335,7 @@ void Manager::add_cors(evhttp_request* req) const {
   const char* origin = http::request_header(req, "Origin");
   if (!origin) return;
   const char* host = http::request_header(req, "Host");
-  auto od = allowed_->check_origin(std::string_view(origin), host ? host : "", server_.is_tls(req));
+  auto od = allowed_->check_origin(std::string_view(origin), host ? host : "", server_->is_tls(req));
   if (!od.allowed) return;
   evkeyvalq* out = evhttp_request_get_output_headers(req);
   evhttp_add_header(out, "Access-Control-Allow-Origin", origin);
@@ -339,61 +354,81 @@ bool Manager::admin_allowed(evhttp_request* req) const {
 
 Session* Manager::open_session(evhttp_request* req, std::string_view requested, bool resumable,
                                OpenError& error) {
-  if (shutting_down_ || server_.draining()) {
+  auto ticket = admit(req, requested, resumable, error);
+  return ticket ? start(std::move(*ticket)) : nullptr;
+}
+
+std::optional<SessionTicket> Manager::admit(evhttp_request* req, std::string_view requested, bool resumable,
+                                            OpenError& error) {
+  if (shutting_down_ || server_->draining()) {
     error = {503, "shutting_down", "netwine is shutting down"};
-    return nullptr;
+    return std::nullopt;
   }
   if (!client_allowed(req, error)) {
     ++sessions_refused_;
-    return nullptr;
+    return std::nullopt;
   }
   if (requested.empty()) {
     error = {400, "bad_target", "no target given: add ?target=HOST:PORT or a target name"};
-    return nullptr;
+    return std::nullopt;
   }
   auto resolved = targets_->resolve_request(requested);
   if (auto* msg = std::get_if<std::string>(&resolved)) {
     error = {400, "bad_target", *msg};
-    return nullptr;
+    return std::nullopt;
   }
   auto treq = std::get<access::TargetRequest>(resolved);
   if (targets_->empty() && !config().open_proxy) {
     ++sessions_refused_;
     error = {403, "target_not_allowed",
              "no target rules are configured, so every target is refused (see target-hosts, --target)"};
-    return nullptr;
+    return std::nullopt;
   }
-  // Cheap refusal before DNS: a host name no rule could allow. Address rules may
-  // still allow a name's resolved address, so only refuse when there are none
-  // that could (the connector's per-address check is the real one).
   std::string client = client_address(req);
-  if (sessions_.size() >= config().max_sessions) {
-    ++sessions_refused_;
-    log::warn("session refused for ", client, ": max-sessions (", config().max_sessions, ") reached");
-    error = {503, "too_many_sessions", "the server has reached its session limit; try again later"};
-    return nullptr;
+  switch (counts_->admit(client, config().max_sessions, config().max_sessions_per_client)) {
+    case SessionCounts::Admit::Ok:
+      break;
+    case SessionCounts::Admit::TooMany:
+      ++sessions_refused_;
+      log::warn("session refused for ", client, ": max-sessions (", config().max_sessions, ") reached");
+      error = {503, "too_many_sessions", "the server has reached its session limit; try again later"};
+      return std::nullopt;
+    case SessionCounts::Admit::TooManyForClient:
+      ++sessions_refused_;
+      log::warn("session refused for ", client, ": max-sessions-per-client reached");
+      error = {429, "too_many_sessions_for_client", "this client address has too many sessions open"};
+      return std::nullopt;
   }
-  if (per_client_[client] >= config().max_sessions_per_client) {
-    ++sessions_refused_;
-    log::warn("session refused for ", client, ": max-sessions-per-client reached");
-    error = {429, "too_many_sessions_for_client", "this client address has too many sessions open"};
-    return nullptr;
-  }
-  std::string key = make_key();
-  const char* origin = http::request_header(req, "Origin");
-  std::string label = treq.named ? treq.name : std::string(requested);
-  auto session = std::make_unique<Session>(*this, key, client, origin ? origin : "", label, resumable);
-  Session* s = session.get();
-  sessions_[key] = std::move(session);
-  ++per_client_[client];
   ++sessions_opened_;
-  connect_target(s, treq);
+  SessionTicket t;
+  t.key = make_key();
+  t.client = std::move(client);
+  const char* origin = http::request_header(req, "Origin");
+  t.origin = origin ? origin : "";
+  t.label = treq.named ? treq.name : std::string(requested);
+  t.resumable = resumable;
+  t.rules = targets_;
+  t.open_proxy = targets_->empty() && config().open_proxy;
+  if (treq.scheme == access::Scheme::Tls) t.target_tls = server_->target_tls();
+  t.target = std::move(treq);
+  return t;
+}
+
+Session* Manager::start(SessionTicket ticket) {
+  // Admitted on the main thread: a session living elsewhere is known there by key.
+  if (!on_main_thread()) counts_->add_remote(ticket.key);
+  auto session = std::make_unique<Session>(*this, ticket.key, ticket.client, ticket.origin, ticket.label,
+                                           ticket.resumable);
+  Session* s = session.get();
+  sessions_[ticket.key] = std::move(session);
+  connect_target(s, ticket);
   return s;
 }
 
-void Manager::connect_target(Session* s, const access::TargetRequest& t) {
-  auto rules = targets_;  // the rules in force when the session was opened
-  bool open = rules->empty() && config().open_proxy;
+void Manager::connect_target(Session* s, const SessionTicket& ticket) {
+  const access::TargetRequest& t = ticket.target;
+  auto rules = ticket.rules;  // the rules in force when the session was admitted
+  bool open = ticket.open_proxy;
   std::string host = t.host;
   bool named = t.named;
   access::Scheme scheme = t.scheme;
@@ -410,7 +445,7 @@ void Manager::connect_target(Session* s, const access::TargetRequest& t) {
   };
   std::string key = s->key();
   connecting_[s] = target::Connector::start(
-      base(), server_.dns(), t.host, t.port, vet, config().connect_timeout,
+      base(), dns_, t.host, t.port, vet, config().connect_timeout,
       [this, key](target::ConnectResult r) {
         Session* s = find(key);
         if (!s) return;
@@ -432,7 +467,7 @@ void Manager::connect_target(Session* s, const access::TargetRequest& t) {
         evtimer_add(reaper_.get(), &now);
       },
       // tls://: verify the target's certificate against the name the client asked for.
-      t.scheme == access::Scheme::Tls ? server_.target_tls() : nullptr);
+      t.scheme == access::Scheme::Tls ? ticket.target_tls : nullptr);
 }
 
 Session* Manager::find(std::string_view key) {
@@ -446,7 +481,8 @@ void Manager::retire(Session* s) {
   if (it == sessions_.end()) return;
   bytes_up_total_ += s->bytes_up();
   bytes_down_total_ += s->bytes_down();
-  if (auto c = per_client_.find(s->client()); c != per_client_.end() && --c->second == 0) per_client_.erase(c);
+  counts_->release(s->client());
+  if (!on_main_thread()) counts_->remove_remote(s->key());
   if (auto c = connecting_.find(s); c != connecting_.end()) {
     dead_connectors_.push_back(std::move(c->second));
     connecting_.erase(c);
@@ -520,21 +556,17 @@ void Manager::check_drained() {
 
 // ------------------------------------------------------------ status, metrics
 
-void Manager::handle_status(evhttp_request* req) {
-  if (!admin_allowed(req)) {
-    http::send_json_error(req, 403, "forbidden", "status is only shown to admin-allow addresses");
-    return;
-  }
-  nlohmann::json j;
-  j["version"] = NETWINE_VERSION;
-  j["sessions_open"] = sessions_.size();
-  j["sessions_opened_total"] = sessions_opened_;
-  j["sessions_refused_total"] = sessions_refused_;
-  uint64_t up = bytes_up_total_, down = bytes_down_total_;
-  nlohmann::json list = nlohmann::json::array();
+Stats Manager::stats(bool with_sessions) const {
+  Stats st;
+  st.open = sessions_.size();
+  st.opened = sessions_opened_;
+  st.refused = sessions_refused_;
+  st.bytes_up = bytes_up_total_;
+  st.bytes_down = bytes_down_total_;
   for (const auto& [k, s] : sessions_) {
-    up += s->bytes_up();
-    down += s->bytes_down();
+    st.bytes_up += s->bytes_up();
+    st.bytes_down += s->bytes_down();
+    if (!with_sessions) continue;
     nlohmann::json e;
     e["id"] = log::redact_key(k);
     e["client"] = s->client();
@@ -546,11 +578,40 @@ void Manager::handle_status(evhttp_request* req) {
     e["bytes_down"] = s->bytes_down();
     static const char* const kStates[] = {"connecting", "open", "ending", "ended"};
     e["state"] = kStates[static_cast<int>(s->state())];
-    list.push_back(std::move(e));
+    e["thread"] = thread_;
+    st.sessions.push_back(std::move(e));
   }
-  j["bytes_up_total"] = up;
-  j["bytes_down_total"] = down;
-  j["sessions"] = std::move(list);
+  return st;
+}
+
+Stats Manager::all_stats(bool with_sessions) const {
+  Stats all = stats(with_sessions);
+  if (!workers_) return all;
+  for (Stats& w : workers_->gather(with_sessions)) {
+    all.open += w.open;
+    all.opened += w.opened;
+    all.refused += w.refused;
+    all.bytes_up += w.bytes_up;
+    all.bytes_down += w.bytes_down;
+    for (auto& e : w.sessions) all.sessions.push_back(std::move(e));
+  }
+  return all;
+}
+
+void Manager::handle_status(evhttp_request* req) {
+  if (!admin_allowed(req)) {
+    http::send_json_error(req, 403, "forbidden", "status is only shown to admin-allow addresses");
+    return;
+  }
+  Stats st = all_stats(true);
+  nlohmann::json j;
+  j["version"] = NETWINE_VERSION;
+  j["sessions_open"] = st.open;
+  j["sessions_opened_total"] = st.opened;
+  j["sessions_refused_total"] = st.refused;
+  j["bytes_up_total"] = st.bytes_up;
+  j["bytes_down_total"] = st.bytes_down;
+  j["sessions"] = std::move(st.sessions);
   evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
   http::send_text(req, 200, j.dump(2) + "\n", "application/json");
 }
@@ -560,22 +621,18 @@ void Manager::handle_metrics(evhttp_request* req) {
     http::send_text(req, 403, "403 forbidden: metrics are only shown to admin-allow addresses\n");
     return;
   }
-  uint64_t up = bytes_up_total_, down = bytes_down_total_;
-  for (const auto& [k, s] : sessions_) {
-    up += s->bytes_up();
-    down += s->bytes_down();
-  }
+  Stats st = all_stats(false);
   std::ostringstream o;
   o << "# HELP netwine_sessions_open Sessions open now.\n# TYPE netwine_sessions_open gauge\n"
-    << "netwine_sessions_open " << sessions_.size() << "\n"
+    << "netwine_sessions_open " << st.open << "\n"
     << "# HELP netwine_sessions_opened_total Sessions opened.\n# TYPE netwine_sessions_opened_total counter\n"
-    << "netwine_sessions_opened_total " << sessions_opened_ << "\n"
+    << "netwine_sessions_opened_total " << st.opened << "\n"
     << "# HELP netwine_sessions_refused_total Sessions refused by rules or limits.\n"
     << "# TYPE netwine_sessions_refused_total counter\n"
-    << "netwine_sessions_refused_total " << sessions_refused_ << "\n"
+    << "netwine_sessions_refused_total " << st.refused << "\n"
     << "# HELP netwine_bytes_total Bytes relayed.\n# TYPE netwine_bytes_total counter\n"
-    << "netwine_bytes_total{direction=\"up\"} " << up << "\n"
-    << "netwine_bytes_total{direction=\"down\"} " << down << "\n";
+    << "netwine_bytes_total{direction=\"up\"} " << st.bytes_up << "\n"
+    << "netwine_bytes_total{direction=\"down\"} " << st.bytes_down << "\n";
   http::send_text(req, 200, o.str(), "text/plain; version=0.0.4");
 }
 

@@ -12,9 +12,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "access/rules.hpp"
 #include "config.hpp"
 #include "event_handles.hpp"
+#include "tunnel/counts.hpp"
 #include "tunnel/session.hpp"
 
 namespace netwine {
@@ -25,13 +28,62 @@ namespace netwine::target {
 class Connector;
 }
 
+namespace netwine::tls {
+class TargetTlsContext;
+}
+
 namespace netwine::tunnel {
+
+// A session admitted on the main thread, to be opened where it will live (this
+// thread or a worker's): everything opening it needs, decided once.
+struct SessionTicket {
+  std::string key, client, origin, label;
+  bool resumable = false;
+  access::TargetRequest target;
+  std::shared_ptr<const access::TargetHosts> rules;  // the rules in force when admitted
+  bool open_proxy = false;                           // no rules and --open-proxy
+  std::shared_ptr<const tls::TargetTlsContext> target_tls;  // for tls:// targets
+};
+
+// What one thread's sessions add up to (status and metrics).
+struct Stats {
+  uint64_t open = 0, opened = 0, refused = 0, bytes_up = 0, bytes_down = 0;
+  nlohmann::json sessions = nlohmann::json::array();  // filled on request
+};
+
+class Manager;
+
+// The main thread's view of the worker threads (server.cpp implements it).
+class Workers {
+ public:
+  virtual ~Workers() = default;
+  // Whose turn it is to take the next WebSocket: a worker's index, or -1 for
+  // the main thread's own turn.
+  virtual int next_turn() = 0;
+  // Runs `fn` on worker `worker`'s thread with its Manager; false if that worker
+  // has stopped (`fn` is dropped).
+  virtual bool run_on(int worker, std::function<void(Manager&)> fn) = 0;
+  // Every worker's stats, gathered on its own thread (waits for them).
+  virtual std::vector<Stats> gather(bool with_sessions) = 0;
+};
 
 class Manager {
  public:
-  // Loads the access rules; returns null and sets `error` if they are broken.
-  static std::unique_ptr<Manager> create(Server& server, int demo_port, std::string& error);
+  // The main thread's manager: loads the access rules; returns null and sets
+  // `error` if they are broken.
+  static std::unique_ptr<Manager> create(Server& server, int demo_port, std::shared_ptr<SessionCounts> counts,
+                                         std::string& error);
+  // A worker thread's manager: no routes and no rules; its sessions arrive as
+  // tickets admitted by the main thread (start()).
+  // `thread` numbers it in status (the main thread is 0).
+  static std::unique_ptr<Manager> create_worker(const Config& config, event_base* base, evdns_base* dns,
+                                                std::shared_ptr<SessionCounts> counts, int thread);
   ~Manager();
+
+  void set_workers(Workers* w) { workers_ = w; }
+  Workers* workers() const { return workers_; }
+  std::shared_ptr<SessionCounts> counts() const { return counts_; }
+  bool shutting_down() const { return shutting_down_; }
 
   // A request under the prefix; `rest` is the path after it ("open", "KEY/poll").
   void handle(evhttp_request* req, std::string_view rest);
@@ -50,9 +102,11 @@ class Manager {
   void check_drained();
 
   // --- for sessions and transports ---
-  const Config& config() const;
-  event_base* base() const;
-  Server& server() { return server_; }
+  const Config& config() const { return config_; }
+  event_base* base() const { return base_; }
+  // The main thread's server (evhttp connections live there); never on a worker.
+  Server& server() { return *server_; }
+  bool on_main_thread() const { return server_ != nullptr; }
   Session* find(std::string_view key);
   // Frees `s` from a zero-timeout event (it may be inside its own callback).
   void retire(Session* s);
@@ -75,26 +129,41 @@ class Manager {
   // connection is tried). `connected` is called when the target is reached or not.
   Session* open_session(evhttp_request* req, std::string_view requested, bool resumable,
                         OpenError& error);
+  // open_session() in two halves. admit(): every check before connecting (main
+  // thread); the session then counts against the limits. start(): opens the
+  // admitted session on this manager's thread and connects.
+  std::optional<SessionTicket> admit(evhttp_request* req, std::string_view requested, bool resumable,
+                                     OpenError& error);
+  Session* start(SessionTicket ticket);
+  // This thread's sessions and totals.
+  Stats stats(bool with_sessions) const;
   // Checks the client address and Origin for a tunnel request; on refusal fills `error`.
   bool client_allowed(evhttp_request* req, OpenError& error) const;
   // Adds CORS headers when the request's Origin is allowed to read the answer.
   void add_cors(evhttp_request* req) const;
 
  private:
-  Manager(Server& server, int demo_port);
+  Manager(const Config& config, event_base* base, evdns_base* dns, Server* server, int demo_port,
+          std::shared_ptr<SessionCounts> counts);
   std::string load_rules();
   static void on_reap(evutil_socket_t, short, void* self);
   void reap();
-  void connect_target(Session* s, const access::TargetRequest& t);
+  void connect_target(Session* s, const SessionTicket& t);
   void handle_status(evhttp_request* req);
   bool admin_allowed(evhttp_request* req) const;
-  bool target_rules_empty() const;
+  // This thread's stats plus every worker's.
+  Stats all_stats(bool with_sessions) const;
 
-  Server& server_;
+  const Config& config_;
+  event_base* base_;
+  evdns_base* dns_;
+  Server* server_;  // null on worker threads
   int demo_port_;
+  int thread_ = 0;  // 0 on the main thread, 1.. on workers (status)
+  std::shared_ptr<SessionCounts> counts_;  // shared by every thread
+  Workers* workers_ = nullptr;             // main thread: the worker threads, if any
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
   std::unordered_map<Session*, std::unique_ptr<target::Connector>> connecting_;
-  std::unordered_map<std::string, uint64_t> per_client_;
   std::vector<std::unique_ptr<Session>> dead_sessions_;
   std::vector<BuffereventPtr> dead_bevs_;
   std::vector<std::unique_ptr<Transport>> dead_transports_;

@@ -103,4 +103,7 @@ void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams
 // for them (not for the client's answering Close: the drain timeout bounds that).
 size_t delivering_connections();
 
+// Closes every WebSocket of the calling thread at once (a worker thread stopping).
+void close_all_connections();
+
 }  // namespace netwine::ws

@@ -1,0 +1,75 @@
+// Event loops on other threads than the main one (server.hpp, "Threads"): each
+// worker has its own event_base, evdns_base and tunnel::Manager, and relays the
+// binary/base64 WebSockets the main thread hands to it.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+#include "event_handles.hpp"
+#include "tunnel/manager.hpp"
+
+namespace netwine {
+
+// Functions posted to an event loop from any thread, run on the loop's thread
+// in the order posted. Needs evthread_use_pthreads() before the base was made.
+class Mailbox {
+ public:
+  explicit Mailbox(event_base* base);
+  ~Mailbox();
+  Mailbox(const Mailbox&) = delete;
+  Mailbox& operator=(const Mailbox&) = delete;
+
+  // False once closed: `fn` is dropped.
+  bool post(std::function<void()> fn);
+  // No more posts; those not yet run are dropped. Call on the loop's thread
+  // (or once it has stopped), before its base is freed.
+  void close();
+
+ private:
+  static void on_wake(evutil_socket_t, short, void* self);
+  void run();
+
+  std::mutex mu_;
+  std::deque<std::function<void()>> queue_;
+  bool closed_ = false;
+  EventPtr wake_;
+};
+
+class WorkerPool final : public tunnel::Workers {
+ public:
+  // `loops` counts the main thread's too: workers = loops - 1.
+  WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts);
+  ~WorkerPool() override;
+
+  // Starts `n` workers. False with `error` if one cannot be made.
+  bool start(int n, std::string& error);
+  size_t size() const { return workers_.size(); }
+
+  int next_turn() override;
+  bool run_on(int worker, std::function<void(tunnel::Manager&)> fn) override;
+  std::vector<tunnel::Stats> gather(bool with_sessions) override;
+
+  // Runs `fn` on every worker's thread.
+  void each(const std::function<void(tunnel::Manager&)>& fn);
+  // Ends every worker loop and joins the threads; each closes what it still
+  // has on its own thread first. Idempotent.
+  void stop();
+
+ private:
+  struct Worker;
+  static void run(Worker* w);
+
+  const Config& config_;
+  std::shared_ptr<tunnel::SessionCounts> counts_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  size_t turn_ = 0;  // main thread only
+};
+
+}  // namespace netwine
