@@ -386,7 +386,11 @@ struct Detach {
 // Step one, inside the request's callback: stop the bufferevent and take its
 // socket off it, which deletes its events. With the epoll changelist those
 // deletions reach the kernel only when the loop next polls, so the descriptor
-// is given away in step two, after that (finish_detach()).
+// is given away in step two, after that (the timer below). Until then the
+// socket must keep its number: a deletion applied after dup3() looks up the
+// placeholder (or whatever a worker opened on that number), fails quietly, and
+// leaves the socket in this loop's epoll set for its whole life, waking this
+// loop whenever it has unread input (a worker under backpressure: a busy loop).
 //
 // Why not simply free the connection: evhttp_connection_free() calls
 // shutdown(SHUT_WR) on the descriptor it remembers from the accept, even when
@@ -404,6 +408,10 @@ void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_so
   bufferevent_setfd(bev, -1);
   auto* job = new Detach{this, conn, fd, std::move(pending), std::move(then)};
   watch_close(conn, [job] { job->conn = nullptr; });  // evhttp_free() came first
+  // Not a zero timeout: event_base_once() activates those at once, in this same
+  // pass over active events, before the poll. Any real timeout waits in the
+  // timer heap, which is read only after the next poll.
+  static const timeval kAfterNextPoll{0, 1};
   event_base_once(base_.get(), -1, EV_TIMEOUT, [](evutil_socket_t, short, void* arg) {
     std::unique_ptr<Detach> job(static_cast<Detach*>(arg));
     Server& self = *job->server;
@@ -422,7 +430,7 @@ void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_so
     evhttp_connection_free(job->conn);  // counts one connection gone
     if (job->fd >= 0) close(job->fd);    // the placeholder copy, or the socket itself on failure
     job->then(mine, std::move(job->pending));
-  }, job, &kZeroTimeval);
+  }, job, &kAfterNextPoll);
 }
 
 void Server::connection_closed_elsewhere() {

@@ -3,8 +3,9 @@
 # "N passed, N failed[, N skipped]" counting the real test cases of all suites:
 #   1. meson suites in build/ (unit: doctest; integration: pytest; js; browser)
 #   2. unit, integration, browser and interop again under AddressSanitizer/UBSan (build-asan/)
-#   3. each libFuzzer target for FUZZ_SECONDS (build-fuzz/)
-# NETWINE_QUICK=1 skips 2 and 3.
+#   3. the thread-crossing integration tests under ThreadSanitizer (build-tsan/)
+#   4. each libFuzzer target for FUZZ_SECONDS (build-fuzz/)
+# NETWINE_QUICK=1 skips 2 to 4.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 reports=build/test-reports
@@ -31,6 +32,20 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
     echo "sanitizer build failed"; status=1
     echo '<testsuite name="asan"><testcase name="asan-build"><failure message="build failed"/></testcase></testsuite>' \
       > "$reports/asan-build.xml"
+  fi
+  # Threads (--threads): the suites whose sessions cross threads, on a
+  # ThreadSanitizer build of the server; any report fails the test (conftest.py).
+  if [ ! -f build-tsan/build.ninja ]; then
+    meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null || status=1
+  fi
+  if meson compile -C build-tsan netwine >/dev/null; then
+    (cd tests/integration && NETWINE_BIN="$PWD/../../build-tsan/netwine" TSAN_OPTIONS=halt_on_error=0 \
+      /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_websocket.py test_foundation.py \
+      --junitxml="$PWD/../../$reports/tsan-integration.xml") || status=1
+  else
+    echo "thread sanitizer build failed"; status=1
+    echo '<testsuite name="tsan"><testcase name="tsan-build"><failure message="build failed"/></testcase></testsuite>' \
+      > "$reports/tsan-build.xml"
   fi
   FUZZ_REPORT="$reports/fuzz.xml" bash tools/fuzz.sh || status=1
 fi

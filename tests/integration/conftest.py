@@ -98,8 +98,9 @@ def netwine(tmp_path):
     for n in started:
         n.stop()
         log = n.logs()
-        # Under the sanitizer build (tools/test.sh's second run) any report fails the test.
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        # Under the sanitizer builds (tools/test.sh's later runs) any report fails the test.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
             if marker in log:
                 reports.append(log[log.index(marker) - 200 if log.index(marker) > 200 else 0:][:4000])
                 break

@@ -8,6 +8,8 @@ main thread), so every test knows it exercised a worker, not just the main loop.
 import asyncio
 import base64
 import json
+import os
+import re
 import signal
 import socket
 import urllib.error
@@ -266,3 +268,41 @@ def test_unreachable_target_closes_with_1011_from_a_worker(netwine, tcp_target):
     assert code == 1011 and reason
     ws.close()
     first.close()
+
+
+def epoll_registrations(pid):
+    """{socket inode: number of the process's epoll sets watching it}."""
+    counts = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = f.read()
+        except OSError:
+            continue
+        for ino in re.findall(r"^tfd:.*\bino:([0-9a-f]+)", info, re.M):
+            counts[int(ino, 16)] = counts.get(int(ino, 16), 0) + 1
+    return counts
+
+
+def test_a_handed_off_socket_leaves_the_main_loops_epoll_set(netwine, tcp_target):
+    # The main loop deletes the socket's events before giving it away; with the
+    # epoll changelist the deletion reaches the kernel at the next poll, so the
+    # socket must not be renumbered before then. If it were, it would stay in the
+    # main loop's epoll set for life (and wake that loop whenever it has input).
+    echo = tcp_target("echo")
+    n = netwine("--access-log", "", "--target", echo.address, "--threads", "2")
+    conns = [RawWs(n.host, n.port, path_to(echo), ["binary"]) for _ in range(4)]
+    assert threads_of(n) == [0, 0, 1, 1]
+    for ws in conns:
+        assert echo_round(ws, b"registered") == b"registered"
+    watched = epoll_registrations(n.pid)
+    sockets = [int(os.readlink(f"/proc/{n.pid}/fd/{fd}")[8:-1]) for fd in os.listdir(f"/proc/{n.pid}/fd")
+               if os.readlink(f"/proc/{n.pid}/fd/{fd}").startswith("socket:[")]
+    assert sockets
+    # Each socket is watched by one loop at most: its own.
+    twice = {ino: k for ino, k in watched.items() if ino in sockets and k > 1}
+    assert not twice, f"sockets in more than one epoll set: {twice}"
+    for ws in conns:
+        ws.close()
