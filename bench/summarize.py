@@ -7,13 +7,14 @@ Each cell is the median over reps with the [min-max] range. Ratios are
 netwine / socat, netwine / websockify and netwine / ref-epoll of the medians:
 above 1 is better for throughput and rates, below 1 is better for latency and
 memory (the row says). ref-epoll and ref-threads are bench/refrelay.c, the
-floor of a relay's structure on this machine (docs/PERFORMANCE.md).
+floor of a relay's structure on this machine (docs/PERFORMANCE.md); netwine-1t
+is netwine with --threads 1 (with it, a netwine-1t / socat column).
 """
 import statistics
 import sys
 from collections import defaultdict
 
-TARGETS = ["netwine", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
+TARGETS = ["netwine", "netwine-1t", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
 
 # (label, test, key, better, transform)
 ROWS = [
@@ -112,6 +113,9 @@ def main():
     with_ref = "ref-epoll" in present
     if with_ref:
         head.append("netwine/ref-epoll")
+    with_1t = "netwine-1t" in present
+    if with_1t:
+        head.append("netwine-1t/socat")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for label, test, key, better in ROWS:
@@ -123,6 +127,8 @@ def main():
                                          ratio(n, med(data, "websockify", test, key))]
         if with_ref:
             row.append(ratio(n, med(data, "ref-epoll", test, key)))
+        if with_1t:
+            row.append(ratio(med(data, "netwine-1t", test, key), med(data, "socat", test, key)))
         print("| " + " | ".join(row) + " |")
     lines = []
     for label, test, key, vs in NETWINE_ONLY:
