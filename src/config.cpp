@@ -198,7 +198,7 @@ const std::vector<Option>& options() {
       {"max-connections", Kind::Size, "20000", "open client connections at most; accepting pauses past it",
        size(&Config::max_connections, 1, 10000000)},
       {"threads", Kind::Int, "0",
-       "event-loop threads in all: 1 runs everything on one; 0 means one per CPU. Binary and "
+       "event-loop threads in all: 1 runs everything on one; 0 means one per CPU it may run on. Binary and "
        "base64 WebSockets move to the extra threads after their handshake",
        integer(&Config::threads, 0, 64)},
       {"connect-timeout", Kind::Duration, "10", "give up connecting to a target after it (504)",

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -765,7 +766,16 @@ int Server::run() {
 
 bool Server::start_workers() {
   int loops = config_.threads;
-  if (loops == 0) loops = static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+  if (loops == 0) {
+    // One per CPU this process may run on (taskset, cpusets), not per CPU the
+    // machine has.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    loops = sched_getaffinity(0, sizeof set, &set) == 0
+                ? CPU_COUNT(&set)
+                : static_cast<int>(std::thread::hardware_concurrency());
+    loops = std::clamp(loops, 1, 64);
+  }
   if (loops <= 1) return true;
   placeholder_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (placeholder_ < 0) {

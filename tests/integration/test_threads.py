@@ -306,3 +306,25 @@ def test_a_handed_off_socket_leaves_the_main_loops_epoll_set(netwine, tcp_target
     assert not twice, f"sockets in more than one epoll set: {twice}"
     for ws in conns:
         ws.close()
+
+
+def test_the_default_counts_the_cpus_netwine_may_run_on(netwine, tcp_target):
+    # Started under a one-CPU affinity mask, the default (--threads 0) is one loop.
+    echo = tcp_target("echo")
+    cpus = sorted(os.sched_getaffinity(0))
+    os_affinity = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cpus[0]})  # inherited by the child started below
+        n = netwine("--access-log", "", "--target", echo.address)
+    finally:
+        os.sched_setaffinity(0, os_affinity)
+    conns = [RawWs(n.host, n.port, path_to(echo), ["binary"]) for _ in range(3)]
+    assert threads_of(n) == [0, 0, 0]
+    for ws in conns:
+        ws.close()
+    if len(cpus) >= 2:
+        m = netwine("--access-log", "", "--target", echo.address)  # every CPU: two loops or more
+        conns = [RawWs(m.host, m.port, path_to(echo), ["binary"]) for _ in range(2)]
+        assert threads_of(m) == [0, 1]
+        for ws in conns:
+            ws.close()
