@@ -236,6 +236,16 @@ def free_port():
     return port
 
 
+def recv_all(sock):
+    """Everything the peer sends on `sock` until it closes (the socket's timeout bounds each wait)."""
+    chunks = []
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
 def http_raw(host, port, data, timeout=10):
     """Sends raw bytes, returns everything until the server closes or times out."""
     with socket.create_connection((host, port), timeout=timeout) as s:

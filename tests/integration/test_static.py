@@ -5,6 +5,8 @@ import socket
 
 import pytest
 
+from conftest import recv_all
+
 SECRET = b"TOP-SECRET-DO-NOT-SERVE"
 
 
@@ -33,12 +35,7 @@ def get(n, path, method="GET", headers=None):
     req = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
     with socket.create_connection((n.host, n.port), timeout=10) as s:
         s.sendall(req.encode("latin-1"))
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])

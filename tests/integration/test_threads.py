@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 import websockets.client
 
-from conftest import pattern_bytes
+from conftest import pattern_bytes, recv_all
 from wsclient_util import (OP_BINARY, OP_CLOSE, OP_TEXT, HandshakeError, RawWs, close_payload,
                            encode_frame)
 
@@ -175,12 +175,7 @@ def test_max_connections_counts_sockets_relayed_by_workers(netwine, tcp_target):
     assert on_worker.read_to_eof()
     on_worker.close()
     waiting.settimeout(10)
-    answer = b""
-    while True:
-        b = waiting.recv(65536)
-        if not b:
-            break
-        answer += b
+    answer = recv_all(waiting)
     assert answer.startswith(b"HTTP/1.1 200")
     body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert [s["thread"] for s in body["sessions"]] == [0]
