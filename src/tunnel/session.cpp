@@ -12,6 +12,7 @@
 #include "log.hpp"
 #include "sockio.hpp"
 #include "tunnel/manager.hpp"
+#include "ws/frame.hpp"
 #include "tunnel/offsets.hpp"
 
 namespace netwine::tunnel {
@@ -299,6 +300,20 @@ Session::SendStatus Session::send_upstream(uint64_t offset, const uint8_t* data,
   evbuffer_add(sink, data + d.skip, len - static_cast<size_t>(d.skip));
   up_next_ += len - d.skip;
   next = up_next_;
+  return SendStatus::Applied;
+}
+
+Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t len, const uint8_t key[4],
+                                                  size_t mask_offset) {
+  if (state_ == State::Ending || state_ == State::Ended || client_closing_) return SendStatus::Closed;
+  if (len == 0) return SendStatus::Duplicate;
+  evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  evbuffer_iovec v;
+  if (evbuffer_reserve_space(sink, static_cast<ev_ssize_t>(len), &v, 1) != 1) return SendStatus::Closed;
+  ws::copy_masked(static_cast<uint8_t*>(v.iov_base), masked, len, key, mask_offset);
+  v.iov_len = len;
+  evbuffer_commit_space(sink, &v, 1);
+  up_next_ += len;
   return SendStatus::Applied;
 }
 

@@ -118,6 +118,10 @@ class Session {
   // `data` is drained. `next` gets the next expected upstream offset.
   SendStatus send_upstream(uint64_t offset, evbuffer* data, uint64_t& next);
   SendStatus send_upstream(uint64_t offset, const uint8_t* data, size_t len, uint64_t& next);
+  // Appends WebSocket payload still masked with `key` from payload byte
+  // `mask_offset` on, unmasking it while copying (ws::copy_masked): for
+  // transports without offsets, at upstream_offset().
+  SendStatus send_upstream_masked(const uint8_t* masked, size_t len, const uint8_t key[4], size_t mask_offset);
   uint64_t upstream_offset() const { return up_next_; }
   // True while the target has not taken session-buffer bytes: stop feeding it.
   bool upstream_full() const;

@@ -38,6 +38,28 @@ bool is_valid_wire_close_code(uint16_t code) {
 
 // --- Masking ---------------------------------------------------------------
 
+void copy_masked(uint8_t* dst, const uint8_t* src, size_t len, const uint8_t key[4], size_t offset_in_payload) {
+    // As apply_mask() below, reading src and writing dst.
+    uint8_t k[8];
+    for (size_t i = 0; i < 8; ++i) k[i] = key[(offset_in_payload + i) & 3];
+    uint64_t k64;
+    std::memcpy(&k64, k, sizeof k64);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, src + i, sizeof w);
+        w ^= k64;
+        std::memcpy(dst + i, &w, sizeof w);
+    }
+    for (; i < len; ++i) dst[i] = src[i] ^ k[i & 7];
+}
+
+void Handler::on_masked_data(Opcode message_type, std::span<uint8_t> masked, const uint8_t key[4],
+                             size_t offset) {
+    apply_mask(masked.data(), masked.size(), key, offset);
+    on_data(message_type, masked);
+}
+
 void apply_mask(uint8_t* data, size_t len, const uint8_t key[4], size_t offset_in_payload) {
     // Key bytes in the order they meet data[0], data[1], ...: the key rotated
     // by the running offset, repeated twice to fill a 64-bit word. Because the
@@ -275,7 +297,14 @@ std::optional<ProtocolError> Decoder::start_payload(Handler& h) {
 std::optional<ProtocolError> Decoder::deliver_data(std::span<uint8_t> piece, Handler& h) {
     // Only the low two bits of the offset matter to the mask; reducing here
     // keeps the 64-bit count from being narrowed on 32-bit targets.
-    if (masked_) apply_mask(piece.data(), piece.size(), mask_key_, payload_seen_ & 3);
+    const size_t mask_offset = static_cast<size_t>(payload_seen_ & 3);
+    if (masked_ && *message_type_ != Opcode::Text) {
+        payload_seen_ += piece.size();
+        payload_left_ -= piece.size();
+        h.on_masked_data(*message_type_, piece, mask_key_, mask_offset);
+        return std::nullopt;
+    }
+    if (masked_) apply_mask(piece.data(), piece.size(), mask_key_, mask_offset);
     payload_seen_ += piece.size();
     payload_left_ -= piece.size();
     if (*message_type_ == Opcode::Text && !utf8_.feed(piece)) {

@@ -87,6 +87,14 @@ struct Handler {
     // empty. `message_type` is the opcode of the message's first frame.
     virtual void on_data(Opcode message_type, std::span<const uint8_t> bytes) = 0;
 
+    // A piece of a Binary message as it arrived, still masked with `key` from
+    // payload byte `offset` on (only its low two bits matter). The default
+    // unmasks it in place and calls on_data(). A handler that copies the bytes
+    // anyway overrides it to unmask while copying (copy_masked()): one pass over
+    // the bytes instead of two. Text is always unmasked first (it is validated).
+    virtual void on_masked_data(Opcode message_type, std::span<uint8_t> masked, const uint8_t key[4],
+                                size_t offset);
+
     // The message that on_data() was delivering is complete (its FIN frame
     // ended). Called also for empty messages, which produce no on_data().
     virtual void on_message_end(Opcode message_type) = 0;
@@ -105,8 +113,10 @@ struct Handler {
 // Contract:
 // - feed() consumes the whole chunk, whatever its size and wherever it cuts
 //   frames, and reports events to the handler in wire order.
-// - DATA payload is unmasked IN PLACE in `chunk` (hence a mutable span). After
-//   feed() returns, the chunk's bytes are modified; the caller owns them.
+// - DATA payload is unmasked IN PLACE in `chunk` (hence a mutable span), by the
+//   decoder for Text and by Handler::on_masked_data()'s default for Binary
+//   (a handler may instead unmask while copying). After feed() returns, the
+//   chunk's bytes may be modified; the caller owns them.
 // - Control frames may arrive between the fragments of a data message.
 // - The first violation returns a ProtocolError; the decoder then stays failed
 //   and every later feed() returns the same error without reading input.
@@ -194,6 +204,10 @@ size_t encode_header(uint8_t out[kMaxHeader], Opcode op, bool fin, uint64_t payl
 // payload in pieces: pass the number of payload bytes already processed.
 // Masking is its own inverse. Works 8 bytes at a time.
 void apply_mask(uint8_t* data, size_t len, const uint8_t key[4], size_t offset_in_payload);
+
+// apply_mask() from `src` into `dst` (which may be `src` itself, or must not
+// overlap it): unmasking while copying, in one pass.
+void copy_masked(uint8_t* dst, const uint8_t* src, size_t len, const uint8_t key[4], size_t offset_in_payload);
 
 // A complete frame: header followed by the (masked, if a key is given) payload.
 std::vector<uint8_t> encode_frame(Opcode op, std::span<const uint8_t> payload, bool fin = true,

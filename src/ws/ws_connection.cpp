@@ -222,6 +222,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
 
   // Decoder events (Handler).
   void on_data(Opcode type, std::span<const uint8_t> bytes) override;
+  void on_masked_data(Opcode type, std::span<uint8_t> masked, const uint8_t key[4], size_t offset) override;
   void on_message_end(Opcode type) override;
   void on_ping(std::span<const uint8_t> payload) override;
   void on_pong(std::span<const uint8_t>) override {}  // any input counts as life (last_rx_)
@@ -447,6 +448,18 @@ void WsConnection::on_data(Opcode type, std::span<const uint8_t> bytes) {
       }
       return;
   }
+}
+
+// Binary mode: the bytes go to the target as they are, so unmask them while
+// copying them into its output (one pass instead of unmasking, then copying).
+void WsConnection::on_masked_data(Opcode type, std::span<uint8_t> masked, const uint8_t key[4], size_t offset) {
+  if (mode_ != Mode::Raw || failure_ || !session_) {
+    Handler::on_masked_data(type, masked, key, offset);
+    return;
+  }
+  if (session_->send_upstream_masked(masked.data(), masked.size(), key, offset) ==
+      tunnel::Session::SendStatus::Applied)
+    applied_upstream_ = true;
 }
 
 void WsConnection::on_message_end(Opcode type) {

@@ -77,6 +77,15 @@ struct Recorder : Handler {
     }
 };
 
+// Takes binary data still masked and unmasks it while copying, as the relay does.
+struct CopyingRecorder : Recorder {
+    void on_masked_data(Opcode type, std::span<uint8_t> masked, const uint8_t key[4], size_t offset) override {
+        Bytes copy(masked.size());
+        copy_masked(copy.data(), masked.data(), masked.size(), key, offset);
+        on_data(type, copy);
+    }
+};
+
 struct Outcome {
     std::vector<Event> events;
     std::optional<CloseCode> error;
@@ -89,11 +98,12 @@ constexpr uint64_t kBigLimit = uint64_t{1} << 40;
 
 // Decodes a fresh copy of `input` (the decoder unmasks in place) cut at the
 // given increasing offsets.
+template <typename Handler = Recorder>
 Outcome decode(Role role, const Bytes& input, const std::vector<size_t>& cuts,
                uint64_t max_message = kBigLimit) {
     Bytes copy = input;
     Decoder d(role, max_message);
-    Recorder r;
+    Handler r;
     Outcome out;
     size_t from = 0;
     auto feed_piece = [&](size_t to) {
@@ -126,16 +136,21 @@ void check_same(const Outcome& expected, const Outcome& got, const std::string& 
 void grind(Role role, const Bytes& input, const Outcome& expected,
            uint64_t max_message = kBigLimit) {
     check_same(expected, decode(role, input, {}, max_message), "whole");
+    check_same(expected, decode<CopyingRecorder>(role, input, {}, max_message), "whole, unmasked while copied");
     const size_t n = input.size();
     for (size_t cut = 0; cut <= n; ++cut) {
         const bool near_ends = cut < 64 || n - cut < 64;
         if (n > 4096 && !near_ends && cut % 509 != 0) continue;
         check_same(expected, decode(role, input, {cut}, max_message),
                    "split at " + std::to_string(cut));
+        check_same(expected, decode<CopyingRecorder>(role, input, {cut}, max_message),
+                   "split at " + std::to_string(cut) + ", unmasked while copied");
     }
     std::vector<size_t> every;
     for (size_t i = 1; i < n; ++i) every.push_back(i);
     check_same(expected, decode(role, input, every, max_message), "byte by byte");
+    check_same(expected, decode<CopyingRecorder>(role, input, every, max_message),
+               "byte by byte, unmasked while copied");
 }
 
 // Events-insensitive variant for errors: how much data arrives before a
@@ -228,6 +243,20 @@ TEST_SUITE("ws frame: decoding") {
         Decoder d(Role::Client, 100);
         CHECK_FALSE(d.feed(frame, spy));
         CHECK(spy.first == frame.data() + 2);
+    }
+
+    TEST_CASE("copy_masked() is apply_mask() into another buffer, at every offset and length") {
+        const Bytes src = pattern(67);
+        for (size_t offset = 0; offset < 8; ++offset) {
+            for (size_t len = 0; len <= src.size(); ++len) {
+                Bytes in_place(src.begin(), src.begin() + static_cast<std::ptrdiff_t>(len));
+                apply_mask(in_place.data(), len, kKey, offset);
+                Bytes copied(len, 0xEE);
+                copy_masked(copied.data(), src.data(), len, kKey, offset);
+                INFO("offset " << offset << " len " << len);
+                CHECK(copied == in_place);
+            }
+        }
     }
 
     TEST_CASE("masked payload is unmasked in the caller's buffer") {
