@@ -39,29 +39,7 @@ bool is_valid_wire_close_code(uint16_t code) {
 // --- Masking ---------------------------------------------------------------
 
 void copy_masked(uint8_t* dst, const uint8_t* src, size_t len, const uint8_t key[4], size_t offset_in_payload) {
-    // As apply_mask() below, reading src and writing dst.
-    uint8_t k[8];
-    for (size_t i = 0; i < 8; ++i) k[i] = key[(offset_in_payload + i) & 3];
-    uint64_t k64;
-    std::memcpy(&k64, k, sizeof k64);
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        std::memcpy(&w, src + i, sizeof w);
-        w ^= k64;
-        std::memcpy(dst + i, &w, sizeof w);
-    }
-    for (; i < len; ++i) dst[i] = src[i] ^ k[i & 7];
-}
-
-void Handler::on_masked_data(Opcode message_type, std::span<uint8_t> masked, const uint8_t key[4],
-                             size_t offset) {
-    apply_mask(masked.data(), masked.size(), key, offset);
-    on_data(message_type, masked);
-}
-
-void apply_mask(uint8_t* data, size_t len, const uint8_t key[4], size_t offset_in_payload) {
-    // Key bytes in the order they meet data[0], data[1], ...: the key rotated
+    // Key bytes in the order they meet src[0], src[1], ...: the key rotated
     // by the running offset, repeated twice to fill a 64-bit word. Because the
     // pattern has period 4 and 8 is a multiple of it, the same word fits every
     // 8-byte step, so the main loop needs no per-byte index arithmetic.
@@ -73,11 +51,21 @@ void apply_mask(uint8_t* data, size_t len, const uint8_t key[4], size_t offset_i
     size_t i = 0;
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
-        std::memcpy(&w, data + i, sizeof w);  // unaligned-safe; one load
+        std::memcpy(&w, src + i, sizeof w);  // unaligned-safe; one load (dst may be src)
         w ^= k64;
-        std::memcpy(data + i, &w, sizeof w);
+        std::memcpy(dst + i, &w, sizeof w);
     }
-    for (; i < len; ++i) data[i] ^= k[i & 7];  // i starts a multiple of 8
+    for (; i < len; ++i) dst[i] = src[i] ^ k[i & 7];  // i starts a multiple of 8
+}
+
+void apply_mask(uint8_t* data, size_t len, const uint8_t key[4], size_t offset_in_payload) {
+    copy_masked(data, data, len, key, offset_in_payload);
+}
+
+void Handler::on_masked_data(Opcode message_type, std::span<uint8_t> masked, const uint8_t key[4],
+                             size_t offset) {
+    apply_mask(masked.data(), masked.size(), key, offset);
+    on_data(message_type, masked);
 }
 
 // --- Encoding ----------------------------------------------------------------

@@ -245,16 +245,19 @@ TEST_SUITE("ws frame: decoding") {
         CHECK(spy.first == frame.data() + 2);
     }
 
-    TEST_CASE("copy_masked() is apply_mask() into another buffer, at every offset and length") {
+    TEST_CASE("copy_masked() and apply_mask() match RFC 6455 5.3 byte by byte, at every offset and length") {
         const Bytes src = pattern(67);
         for (size_t offset = 0; offset < 8; ++offset) {
             for (size_t len = 0; len <= src.size(); ++len) {
-                Bytes in_place(src.begin(), src.begin() + static_cast<std::ptrdiff_t>(len));
-                apply_mask(in_place.data(), len, kKey, offset);
+                Bytes expected(len);
+                for (size_t i = 0; i < len; ++i) expected[i] = src[i] ^ kKey[(offset + i) % 4];
                 Bytes copied(len, 0xEE);
                 copy_masked(copied.data(), src.data(), len, kKey, offset);
+                Bytes in_place(src.begin(), src.begin() + static_cast<std::ptrdiff_t>(len));
+                apply_mask(in_place.data(), len, kKey, offset);
                 INFO("offset " << offset << " len " << len);
-                CHECK(copied == in_place);
+                CHECK(copied == expected);
+                CHECK(in_place == expected);
             }
         }
     }
