@@ -380,6 +380,7 @@ struct Detach {
   evutil_socket_t fd;
   std::string pending;
   std::function<void(evutil_socket_t, std::string)> then;
+  EventPtr timer;  // step two
 };
 
 }  // namespace
@@ -407,13 +408,14 @@ void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_so
   if (!pending.empty()) evbuffer_remove(in, pending.data(), pending.size());
   evutil_socket_t fd = bufferevent_getfd(bev);
   bufferevent_setfd(bev, -1);
-  auto* job = new Detach{this, conn, fd, std::move(pending), std::move(then)};
+  auto* job = new Detach{this, conn, fd, std::move(pending), std::move(then), nullptr};
   watch_close(conn, [job] { job->conn = nullptr; });  // evhttp_free() came first
-  // Not a zero timeout: event_base_once() activates those at once, in this same
-  // pass over active events, before the poll. Any real timeout waits in the
-  // timer heap, which is read only after the next poll.
-  static const timeval kAfterNextPoll{0, 1};
-  event_base_once(base_.get(), -1, EV_TIMEOUT, [](evutil_socket_t, short, void* arg) {
+  // A zero timeout on an event of our own: it waits in the timer heap, which the
+  // loop reads right after its next poll, and makes that poll not wait. (Not
+  // event_base_once(): it activates a zero timeout at once, before the poll; and
+  // not a small non-zero timeout: epoll_wait counts in milliseconds, so the
+  // loop would sleep up to 1 ms before every hand-over.)
+  job->timer.reset(evtimer_new(base_.get(), [](evutil_socket_t, short, void* arg) {
     std::unique_ptr<Detach> job(static_cast<Detach*>(arg));
     Server& self = *job->server;
     if (!job->conn) {  // already shut down and counted as closed by evhttp
@@ -431,7 +433,8 @@ void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_so
     evhttp_connection_free(job->conn);  // counts one connection gone
     if (job->fd >= 0) close(job->fd);    // the placeholder copy, or the socket itself on failure
     job->then(mine, std::move(job->pending));
-  }, job, &kAfterNextPoll);
+  }, job));
+  evtimer_add(job->timer.get(), &kZeroTimeval);
 }
 
 void Server::connection_closed_elsewhere() {
