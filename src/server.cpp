@@ -618,6 +618,7 @@ void Server::flush_log_summaries(bool only_due) {
               " in ", span, "s");
   }
   http::flush_log_summaries(only_due);
+  if (tunnels_) tunnels_->flush_log_summaries(only_due);
 }
 
 void Server::pause_accepting(double seconds) {

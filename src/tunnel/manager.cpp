@@ -32,6 +32,11 @@ std::string read_text(const std::string& path, std::string& error) {
   return ss.str();
 }
 
+// Refusals by the session limits: at most kLimitLogBurst full lines per window,
+// the rest counted and summed up (log::Throttle).
+constexpr double kLimitLogWindowSeconds = 10;
+constexpr uint64_t kLimitLogBurst = 3;
+
 bool is_upgrade(evhttp_request* req) {
   const char* up = http::request_header(req, "Upgrade");
   return up && evutil_ascii_strcasecmp(up, "websocket") == 0;
@@ -69,7 +74,13 @@ std::unique_ptr<Manager> Manager::create_worker(const Config& config, event_base
 
 Manager::Manager(const Config& config, event_base* base, evdns_base* dns, Server* server, int demo_port,
                  std::shared_ptr<SessionCounts> counts)
-    : config_(config), base_(base), dns_(dns), server_(server), demo_port_(demo_port), counts_(std::move(counts)) {
+    : config_(config),
+      base_(base),
+      dns_(dns),
+      server_(server),
+      demo_port_(demo_port),
+      counts_(std::move(counts)),
+      limit_log_(kLimitLogWindowSeconds, kLimitLogBurst) {
   reaper_.reset(evtimer_new(base_, &Manager::on_reap, this));
 }
 
@@ -148,6 +159,30 @@ std::string Manager::load_rules() {
   log::info("access rules: ", allowed_->rule_count(), " allowed-hosts rules, ", targets_->rule_count(),
             " target rules, ", targets_->named_count(), " named targets");
   return {};
+}
+
+void Manager::log_limit_refusal(std::string line) {
+  uint64_t more = 0;
+  double over = 0;
+  if (!limit_log_.allow(more, over)) {
+    limit_log_last_ = std::move(line);
+    return;
+  }
+  if (more) {
+    char span[32];
+    std::snprintf(span, sizeof span, "%.1f", over);
+    line += " (and " + std::to_string(more) + " more refusals by the session limits in " + span + "s before)";
+  }
+  log::warn(line);
+}
+
+void Manager::flush_log_summaries(bool only_due) {
+  double over = 0;
+  if (uint64_t more = limit_log_.take_pending(over, only_due)) {
+    char span[32];
+    std::snprintf(span, sizeof span, "%.1f", over);
+    log::warn(more, " more sessions refused by the session limits in ", span, "s; the last: ", limit_log_last_);
+  }
 }
 
 void Manager::reload() {
@@ -390,12 +425,13 @@ std::optional<SessionTicket> Manager::admit(evhttp_request* req, std::string_vie
       break;
     case SessionCounts::Admit::TooMany:
       ++sessions_refused_;
-      log::warn("session refused for ", client, ": max-sessions (", config().max_sessions, ") reached");
+      log_limit_refusal("session refused for " + client + ": max-sessions (" +
+                        std::to_string(config().max_sessions) + ") reached");
       error = {503, "too_many_sessions", "the server has reached its session limit; try again later"};
       return std::nullopt;
     case SessionCounts::Admit::TooManyForClient:
       ++sessions_refused_;
-      log::warn("session refused for ", client, ": max-sessions-per-client reached");
+      log_limit_refusal("session refused for " + client + ": max-sessions-per-client reached");
       error = {429, "too_many_sessions_for_client", "this client address has too many sessions open"};
       return std::nullopt;
   }

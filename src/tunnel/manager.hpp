@@ -17,6 +17,7 @@
 #include "access/rules.hpp"
 #include "config.hpp"
 #include "event_handles.hpp"
+#include "log.hpp"
 #include "tunnel/counts.hpp"
 #include "tunnel/session.hpp"
 
@@ -93,6 +94,9 @@ class Manager {
   bool handle_foreign_upgrade(evhttp_request* req);
 
   void reload();
+  // Writes what the log throttle of limit refusals counted and has not reported
+  // (Server calls it every second with `only_due`, and at exit).
+  void flush_log_summaries(bool only_due);
   // Ends every session with 1001; `on_drained` runs once none is left.
   void shutdown();
   void on_drained(std::function<void()> fn);
@@ -153,6 +157,9 @@ class Manager {
   bool admin_allowed(evhttp_request* req) const;
   // This thread's stats plus every worker's.
   Stats all_stats(bool with_sessions) const;
+  // One "session refused: limit reached" line, throttled: a client hammering a
+  // limit must not flood the log.
+  void log_limit_refusal(std::string line);
 
   const Config& config_;
   event_base* base_;
@@ -174,6 +181,8 @@ class Manager {
   std::vector<access::Cidr> trusted_proxies_;
   std::vector<access::Cidr> admin_allow_;
   std::function<void()> drained_;
+  log::Throttle limit_log_;
+  std::string limit_log_last_;  // the last refusal only counted
   bool shutting_down_ = false;
   // Totals for status and metrics.
   uint64_t sessions_opened_ = 0, sessions_refused_ = 0, bytes_up_total_ = 0, bytes_down_total_ = 0;

@@ -590,6 +590,28 @@ def test_guessed_keys_get_404_and_do_not_flood_the_log(netwine, tcp_target, bg):
     assert counted + logged == GUESSES, (counted, logged, about)
 
 
+def test_a_client_hammering_the_session_limit_does_not_flood_the_log(netwine, tcp_target):
+    """400 opens past --max-sessions-per-client: each is 429, the log says so in full
+    a few times and then counts, and the count adds up (summary at exit)."""
+    echo = tcp_target("echo")
+    n = start(netwine, echo, extra=("--max-sessions-per-client", "1"))
+    held = RawWs(n.host, n.port, f"/netwine/ws?target={echo.address}", ["binary"])
+    tries = 400
+    req = (b"POST /netwine/open?target=%s&mode=poll HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+           % echo.address.encode())
+    statuses = keep_alive_requests(n, [req] * tries)
+    assert statuses == [429] * tries, sorted(set(statuses))
+    held.close()
+    n.stop()  # writes what is still only counted
+    about = [l for l in n.logs().splitlines() if "max-sessions-per-client" in l or "session limits" in l]
+    summaries = [l for l in about if "more sessions refused by the session limits" in l]
+    full = [l for l in about if l not in summaries]
+    assert 1 <= len(full) <= 10, "\n".join(about[:20])
+    counted = sum(int(m.group(1)) for l in about for m in [re.search(r"and (\d+) more refusals", l)] if m)
+    counted += sum(int(m.group(1)) for l in summaries for m in [re.search(r"\] (\d+) more sessions refused", l)] if m)
+    assert len(full) + counted == tries, (len(full), counted, about)
+
+
 # ------------------------------------------------------------ readers and writers that stop
 
 def test_client_that_never_reads(netwine, tcp_target, bg):
