@@ -44,11 +44,12 @@ class Mailbox {
 
 class WorkerPool final : public tunnel::Workers {
  public:
-  // `loops` counts the main thread's too: workers = loops - 1.
+  // No threads yet: start() makes them.
   WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts);
   ~WorkerPool() override;
 
-  // Starts `n` workers. False with `error` if one cannot be made.
+  // Starts `n` workers (--threads minus the main loop). False with `error` if
+  // one cannot be made.
   bool start(int n, std::string& error);
   size_t size() const { return workers_.size(); }
 
