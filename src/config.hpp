@@ -50,6 +50,7 @@ struct Config {
   double header_timeout = 0;         // whole request head must arrive within it
   uint64_t max_connections = 0;
   int threads = 0;  // event-loop threads in all; 0 = one per CPU
+  int bulk_threads = 0;  // busy binary WebSockets relayed by threads of their own at once; 0 = never
 
   // Sessions.
   double connect_timeout = 0;

@@ -30,4 +30,11 @@ size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget) {
   return got;
 }
 
+void take_output(bufferevent* bev, evbuffer* to) {
+  evbuffer* out = bufferevent_get_output(bev);
+  evbuffer_unfreeze(out, 1);
+  evbuffer_add_buffer(to, out);
+  evbuffer_freeze(out, 1);
+}
+
 }  // namespace netwine::sockio

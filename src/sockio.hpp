@@ -28,4 +28,10 @@ bool plain_socket(bufferevent* bev);
 // the bufferevent's own next read to see, so there is one place that handles them.
 size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget);
 
+// Moves everything queued in a socket bufferevent's output to `to`. Outside its
+// own write callback a socket bufferevent keeps its output's start frozen, and
+// evbuffer_add_buffer() then moves nothing (and says so only in its result):
+// this thaws it for the move.
+void take_output(bufferevent* bev, evbuffer* to);
+
 }  // namespace netwine::sockio

@@ -40,7 +40,7 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
   fi
   if meson compile -C build-tsan netwine >/dev/null; then
     (cd tests/integration && NETWINE_BIN="$PWD/../../build-tsan/netwine" TSAN_OPTIONS=halt_on_error=0 \
-      /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_websocket.py test_foundation.py \
+      /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_bulk.py test_websocket.py test_foundation.py \
       --junitxml="$PWD/../../$reports/tsan-integration.xml") || status=1
   else
     echo "thread sanitizer build failed"; status=1

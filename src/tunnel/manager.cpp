@@ -16,6 +16,7 @@
 #include "target/connector.hpp"
 #include "tunnel/http_transport.hpp"
 #include "tunnel/key.hpp"
+#include "ws/bulk_relay.hpp"
 #include "ws/ws_connection.hpp"
 
 namespace netwine::tunnel {
@@ -615,6 +616,7 @@ Stats Manager::stats(bool with_sessions) const {
     static const char* const kStates[] = {"connecting", "open", "ending", "ended"};
     e["state"] = kStates[static_cast<int>(s->state())];
     e["thread"] = thread_;
+    e["bulk"] = s->lent();  // relayed by a bulk thread of its own right now
     st.sessions.push_back(std::move(e));
   }
   return st;
@@ -668,7 +670,13 @@ void Manager::handle_metrics(evhttp_request* req) {
     << "netwine_sessions_refused_total " << st.refused << "\n"
     << "# HELP netwine_bytes_total Bytes relayed.\n# TYPE netwine_bytes_total counter\n"
     << "netwine_bytes_total{direction=\"up\"} " << st.bytes_up << "\n"
-    << "netwine_bytes_total{direction=\"down\"} " << st.bytes_down << "\n";
+    << "netwine_bytes_total{direction=\"down\"} " << st.bytes_down << "\n"
+    << "# HELP netwine_bulk_relays Busy binary WebSockets relayed by a thread of their own now.\n"
+    << "# TYPE netwine_bulk_relays gauge\n"
+    << "netwine_bulk_relays " << ws::BulkRelay::active() << "\n"
+    << "# HELP netwine_bulk_loans_total Times a busy binary WebSocket was lent to a thread of its own.\n"
+    << "# TYPE netwine_bulk_loans_total counter\n"
+    << "netwine_bulk_loans_total " << ws::BulkRelay::loans() << "\n";
   http::send_text(req, 200, o.str(), "text/plain; version=0.0.4");
 }
 

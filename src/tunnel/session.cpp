@@ -394,6 +394,7 @@ void Session::drop_target() {
 
 void Session::end(int code, const std::string& reason) {
   if (state_ == State::Ending || state_ == State::Ended) return;
+  if (lent_ && transport_) transport_->reclaim();
   state_ = State::Ending;
   close_code_ = code;
   close_reason_ = reason;
@@ -403,6 +404,44 @@ void Session::end(int code, const std::string& reason) {
   if (transport_) notify();
   else if (!resumable_) retire();
   else arm_idle_timer();
+}
+
+// ------------------------------------------------------------ lending
+
+bool Session::lendable() const {
+  return state_ == State::Open && !resumable_ && !client_closing_ && target_ && target_fd_ >= 0 && transport_ &&
+         !lent_;
+}
+
+evutil_socket_t Session::lend_target(evbuffer* to_target, evbuffer* from_target, LentCounters* counters) {
+  if (!lendable()) return -1;
+  bufferevent* bev = target_.get();
+  bufferevent_disable(bev, EV_READ | EV_WRITE);
+  sockio::take_output(bev, to_target);
+  // Unsent bytes first, then any the bufferevent read since (none, normally).
+  evbuffer_add_buffer(from_target, down_.get());
+  down_end_ += evbuffer_get_length(bufferevent_get_input(bev));
+  evbuffer_add_buffer(from_target, bufferevent_get_input(bev));
+  // Non-resumable: what the thread takes counts as sent, like pull() would.
+  down_base_ = down_sent_ = down_end_;
+  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  lent_ = counters;
+  return target_fd_;
+}
+
+void Session::take_target_back(evbuffer* to_target, evbuffer* from_target) {
+  if (!lent_) return;
+  up_next_ += lent_->up.load(std::memory_order_relaxed);
+  down_end_ += lent_->down.load(std::memory_order_relaxed);
+  lent_ = nullptr;
+  size_t unsent = evbuffer_get_length(from_target);
+  evbuffer_add_buffer(down_.get(), from_target);
+  down_base_ = down_sent_ = down_end_ - unsent;
+  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  if (!target_) return;
+  evbuffer_add_buffer(bufferevent_get_output(target_.get()), to_target);
+  bufferevent_enable(target_.get(), EV_WRITE);
+  update_target_reading();
 }
 
 // ------------------------------------------------------------------- helpers
@@ -443,6 +482,7 @@ void Session::on_idle_timeout(evutil_socket_t, short, void* self) {
 
 void Session::retire() {
   if (state_ == State::Ended) return;
+  if (lent_ && transport_) transport_->reclaim();
   if (state_ != State::Ending || close_code_ == 0) {
     close_code_ = close_code_ ? close_code_ : close_code::kNormal;
   }

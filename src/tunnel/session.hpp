@@ -9,6 +9,7 @@
 // habit 6), so a Session may call retire() from inside its own callbacks.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <set>
@@ -34,6 +35,13 @@ constexpr int kReplaced = 4002;       // another transport took the session over
 
 // The client side of a session: a streaming response, a long poll or a WebSocket.
 // Exactly one transport is attached at a time.
+// What a thread relaying a lent session (ws/bulk_relay.hpp) has moved so far;
+// status and metrics read it while the thread runs.
+struct LentCounters {
+  std::atomic<uint64_t> up{0};    // client bytes queued for the target
+  std::atomic<uint64_t> down{0};  // bytes read from the target
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -46,6 +54,9 @@ class Transport {
   virtual void on_detached(int code, const std::string& reason) = 0;
   // Upstream room is available again after upstream_full() said no.
   virtual void on_upstream_room() {}
+  // The loop is about to act on the session (end it, free it): a transport that
+  // lent it to a relay thread takes it back first (Session::lend_target()).
+  virtual void reclaim() {}
 };
 
 class Session {
@@ -133,6 +144,17 @@ class Session {
   void touch();
 
   // The client closes: flush upstream, shut the target's write side, end.
+  // Bulk relaying (ws/bulk_relay.hpp): a thread of the transport's relays the
+  // bytes of an open, non-resumable session with a plain target socket for a
+  // while. lend_target() stops the target's bufferevent, moves what is queued for
+  // the target to `to_target` and the unsent target bytes to `from_target`, and
+  // returns the socket (-1: not lendable). Until take_target_back() the session's
+  // buffers and target are not touched; byte counts include `counters`.
+  bool lendable() const;
+  evutil_socket_t lend_target(evbuffer* to_target, evbuffer* from_target, LentCounters* counters);
+  void take_target_back(evbuffer* to_target, evbuffer* from_target);
+  bool lent() const { return lent_ != nullptr; }
+
   void client_close();
   // End with `code`/`reason` (server shutdown, idle timeout, target error).
   void end(int code, const std::string& reason);
@@ -157,8 +179,8 @@ class Session {
   const char* transport_name() const;
   std::string transports_used() const;
   double age_seconds() const;
-  uint64_t bytes_up() const { return up_next_; }
-  uint64_t bytes_down() const { return down_end_; }
+  uint64_t bytes_up() const { return up_next_ + (lent_ ? lent_->up.load(std::memory_order_relaxed) : 0); }
+  uint64_t bytes_down() const { return down_end_ + (lent_ ? lent_->down.load(std::memory_order_relaxed) : 0); }
 
  private:
   static void on_target_read(bufferevent* bev, void* self);
@@ -206,6 +228,7 @@ class Session {
   bool client_closing_ = false;
   bool notifying_ = false;
   double created_;  // monotonic seconds
+  const LentCounters* lent_ = nullptr;  // lent to a relay thread (lend_target())
 };
 
 }  // namespace netwine::tunnel

@@ -34,6 +34,7 @@
 #include "tunnel/codec.hpp"
 #include "tunnel/manager.hpp"
 #include "tunnel/session.hpp"
+#include "ws/bulk_relay.hpp"
 #include "ws/frame.hpp"
 #include "ws/handshake.hpp"
 
@@ -60,6 +61,12 @@ constexpr size_t kReadBudget = 256 * 1024;
 constexpr size_t kMaxSingleWrite = 1024 * 1024;
 // How long the closing handshake may take once our output has stopped draining.
 constexpr double kCloseTimeoutSeconds = 5.0;
+// A binary WebSocket that moves this much within kBulkWindow seconds is busy: it
+// is lent to a relay thread of its own (bulk_relay.hpp), under --bulk-threads.
+constexpr size_t kBulkBytes = 2 * 1024 * 1024;
+constexpr double kBulkWindow = 0.1;
+// ... which gives it back after this long without a byte either way.
+constexpr int kBulkIdleMs = 250;
 // netwine.v1: the offset header of a data message.
 constexpr size_t kOffsetHeader = 8;
 // netwine.v1: the longest text message we accept ("A " + 20 digits, with room).
@@ -157,6 +164,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   }
 
   ~WsConnection() override {
+    if (bulk_) take_back();  // (close_connection() has, normally)
     // Normally detached long before; this only guards an early error path.
     if (session_) session_->detach(this);
   }
@@ -176,6 +184,9 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void on_session_update() override;
   void on_detached(int code, const std::string& reason) override;
   void on_upstream_room() override;
+  void reclaim() override {
+    if (bulk_) take_back();
+  }
 
   // Relaying, or our last bytes are still queued (see delivering_connections()).
   bool delivering() const {
@@ -212,6 +223,9 @@ class WsConnection final : public tunnel::Transport, private Handler {
     static_cast<WsConnection*>(self)->do_close_timeout();
   }
   static void on_kick(evutil_socket_t, short, void* self) { static_cast<WsConnection*>(self)->settle(); }
+  static void on_bulk_done(evutil_socket_t, short, void* self) {
+    static_cast<WsConnection*>(self)->do_bulk_done();
+  }
 
   void begin_relay();
   void do_read();
@@ -258,6 +272,12 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void on_connection_freed();
   void release();
 
+  // Bulk relaying (bulk_relay.hpp).
+  void meter(size_t bytes);
+  void maybe_lend();
+  void take_back();
+  void do_bulk_done();
+
   tunnel::Manager& m_;
   evhttp_request* req_;      // the upgrade request; evhttp frees it with the connection
   evhttp_connection* conn_;  // owned by evhttp; freed by close_connection(); null if owned_
@@ -298,6 +318,16 @@ class WsConnection final : public tunnel::Transport, private Handler {
   bool awaiting_pong_ = false;
 
   size_t close_queue_mark_ = 0;  // output length when the close timer was armed
+
+  // Bulk relaying: while bulk_ is set, a relay thread owns both sockets, rx_,
+  // decoder_ and the three queues below; the loop touches none of them.
+  std::unique_ptr<BulkRelay> bulk_;
+  std::unique_ptr<tunnel::LentCounters> lent_counts_;
+  EvbufferPtr to_target_, from_target_, to_client_;
+  EventPtr bulk_done_;  // activated by the relay thread when it gives the connection back
+  std::optional<BulkRelay::Result> bulk_result_;  // why it did, for do_bulk_done()
+  double meter_start_ = 0;  // the busy meter's window: its start and its bytes
+  size_t meter_bytes_ = 0;
 };
 
 // The table that owns live connections (see handle_upgrade() in the header).
@@ -374,7 +404,7 @@ void WsConnection::begin_relay() {
 // ------------------------------------------------------------ receive path
 
 void WsConnection::do_read() {
-  if (phase_ == Phase::Done) return;
+  if (phase_ == Phase::Done || bulk_) return;  // (a callback deferred before a loan)
   evbuffer* in = bufferevent_get_input(bev_);
   if (phase_ == Phase::Flushing || phase_ == Phase::Lingering) {
     evbuffer_drain(in, evbuffer_get_length(in));  // nothing more is heard from a closed connection
@@ -384,10 +414,14 @@ void WsConnection::do_read() {
   // bufferevent's input is frozen at its end, so only rx_ can take more.
   evbuffer_add_buffer(rx_.get(), in);
   if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full())) sockio::read_more(raw_fd_, rx_.get(), kReadBudget);
-  if (evbuffer_get_length(rx_.get())) last_rx_ = now_seconds();
+  if (size_t n = evbuffer_get_length(rx_.get())) {
+    last_rx_ = now_seconds();
+    meter(n);
+  }
   feed_input(rx_.get());
   after_batch();
   settle();
+  maybe_lend();
 }
 
 // Feeds the whole input buffer to the decoder in place (evbuffer_peek gives the
@@ -589,7 +623,7 @@ void WsConnection::update_reading() {
 }
 
 void WsConnection::on_upstream_room() {
-  if (!reading_paused_ || !bev_ || phase_ == Phase::Done) return;
+  if (!reading_paused_ || !bev_ || phase_ == Phase::Done || bulk_) return;
   if (session_ && session_->upstream_full()) return;
   reading_paused_ = false;
   bufferevent_enable(bev_, EV_READ);
@@ -615,10 +649,12 @@ void WsConnection::on_session_update() {
 }
 
 void WsConnection::pump() {
-  if (phase_ != Phase::Open || !session_ || !bev_) return;
+  if (phase_ != Phase::Open || !session_ || !bev_ || bulk_) return;
   if (session_->state() == tunnel::Session::State::Connecting) return;
   evbuffer* out = bufferevent_get_output(bev_);
+  uint64_t sent = session_->sent_offset();
   while (session_->unsent() > 0 && evbuffer_get_length(out) < kOutputHighWater) send_data_message(out);
+  if (session_->sent_offset() != sent) meter(static_cast<size_t>(session_->sent_offset() - sent));
   if (session_->ready_to_close()) {
     tunnel::Session* s = session_;
     begin_closing(wire_code(s->close_code()), s->close_reason());
@@ -740,13 +776,14 @@ void WsConnection::do_close_timeout() {
 }
 
 void WsConnection::do_write() {
-  if (phase_ == Phase::Done) return;
+  if (phase_ == Phase::Done || bulk_) return;
   pump();  // the output drained below the low-watermark: refill it
   settle();
+  maybe_lend();
 }
 
 void WsConnection::do_event(short what) {
-  if (phase_ == Phase::Done) return;
+  if (phase_ == Phase::Done || bulk_) return;  // the relay thread finds it too
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
     if (phase_ == Phase::Open || phase_ == Phase::Closing) {
       log::debug("websocket ", peer_, ": connection lost",
@@ -831,6 +868,7 @@ void WsConnection::settle() {
 
 void WsConnection::close_connection() {
   if (phase_ == Phase::Done) return;
+  if (bulk_) take_back();
   // Done first: leaving the session may call on_detached(), which must not
   // start a closing handshake on a connection about to go.
   phase_ = Phase::Done;
@@ -838,6 +876,7 @@ void WsConnection::close_connection() {
   evtimer_del(heartbeat_.get());
   evtimer_del(close_timer_.get());
   evtimer_del(kick_.get());
+  if (bulk_done_) event_del(bulk_done_.get());
   if (owned_) {
     // Safe inside the bufferevent's own callbacks: they hold a reference.
     bufferevent_free(bev_);
@@ -860,6 +899,7 @@ void WsConnection::close_connection() {
 // directly instead of through Manager::dispose().
 void WsConnection::on_connection_freed() {
   if (phase_ == Phase::Done) return;
+  if (bulk_) take_back();
   phase_ = Phase::Done;
   bev_ = nullptr;
   conn_ = nullptr;
@@ -868,6 +908,7 @@ void WsConnection::on_connection_freed() {
   evtimer_del(heartbeat_.get());
   evtimer_del(close_timer_.get());
   evtimer_del(kick_.get());
+  if (bulk_done_) event_del(bulk_done_.get());
   live().erase(this);  // destroys *this: nothing may follow
 }
 
@@ -879,6 +920,108 @@ void WsConnection::release() {
   std::unique_ptr<tunnel::Transport> self = std::move(it->second);
   live().erase(it);
   m_.dispose(std::move(self));
+}
+
+// ------------------------------------------------------------ bulk relaying
+
+// Counts bytes relayed either way in windows of kBulkWindow seconds.
+void WsConnection::meter(size_t bytes) {
+  double now = now_seconds();
+  if (now - meter_start_ > kBulkWindow) {
+    meter_start_ = now;
+    meter_bytes_ = 0;
+  }
+  meter_bytes_ += bytes;
+}
+
+// Lends a busy binary WebSocket to a relay thread (bulk_relay.hpp). Runs at the
+// end of our own bufferevent callbacks, where nothing up the stack holds state.
+void WsConnection::maybe_lend() {
+  if (meter_bytes_ < kBulkBytes || bulk_) return;
+  meter_bytes_ = 0;
+  meter_start_ = now_seconds();
+  if (mode_ != Mode::Raw || raw_fd_ < 0 || phase_ != Phase::Open || !bev_ || !session_ || failure_ ||
+      !session_->lendable() || decoder_.closed() || decoder_.failed())
+    return;
+  if (!BulkRelay::reserve(m_.config().bulk_threads)) return;
+  if (!to_target_) {  // made at the first loan: most connections never have one
+    bulk_done_.reset(event_new(m_.base(), -1, 0, &WsConnection::on_bulk_done, this));
+    to_target_.reset(evbuffer_new());
+    from_target_.reset(evbuffer_new());
+    to_client_.reset(evbuffer_new());
+  }
+  lent_counts_ = std::make_unique<tunnel::LentCounters>();
+  evutil_socket_t target_fd = session_->lend_target(to_target_.get(), from_target_.get(), lent_counts_.get());
+  if (target_fd < 0) {
+    lent_counts_.reset();
+    BulkRelay::unreserve();
+    return;
+  }
+  bufferevent_disable(bev_, EV_READ | EV_WRITE);
+  evbuffer_add_buffer(rx_.get(), bufferevent_get_input(bev_));
+  sockio::take_output(bev_, to_client_.get());  // the stream goes on where it is
+  evtimer_del(heartbeat_.get());
+  event* done = bulk_done_.get();
+  bulk_ = std::make_unique<BulkRelay>(
+      raw_fd_, target_fd, decoder_,
+      BulkRelay::Buffers{rx_.get(), to_target_.get(), from_target_.get(), to_client_.get()},
+      BulkRelay::Limits{static_cast<size_t>(m_.config().session_buffer), kOutputHighWater, kBulkIdleMs},
+      *lent_counts_, [done] { event_active(done, EV_READ, 0); });
+  if (!bulk_->start()) {
+    log::warn("websocket ", peer_, ": no relay thread could be started; relaying on the event loop");
+    take_back();
+    return;
+  }
+  log::debug("websocket ", peer_, ": busy, relayed by a thread of its own");
+}
+
+// Stops the relay thread (it finishes its current read or write) and takes
+// sockets and queues back. Why the thread stopped is acted on from do_bulk_done(),
+// from the event loop: this may run inside Session::end().
+void WsConnection::take_back() {
+  bulk_result_ = bulk_->stop();
+  bulk_.reset();
+  BulkRelay::unreserve();
+  if (session_) {
+    session_->take_target_back(to_target_.get(), from_target_.get());
+  } else {
+    evbuffer_drain(to_target_.get(), evbuffer_get_length(to_target_.get()));
+    evbuffer_drain(from_target_.get(), evbuffer_get_length(from_target_.get()));
+  }
+  lent_counts_.reset();
+  if (bev_) {
+    evbuffer_add_buffer(bufferevent_get_output(bev_), to_client_.get());
+    bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  } else {
+    evbuffer_drain(to_client_.get(), evbuffer_get_length(to_client_.get()));
+  }
+  reading_paused_ = false;
+  last_rx_ = now_seconds();
+  if (phase_ == Phase::Open) {
+    arm_heartbeat(m_.config().ws_ping_interval);
+    update_reading();
+  }
+  event_active(bulk_done_.get(), EV_READ, 0);
+}
+
+void WsConnection::do_bulk_done() {
+  if (bulk_) take_back();  // the thread stopped by itself
+  if (!bulk_result_ || phase_ == Phase::Done) return;
+  BulkRelay::Result r = std::move(*bulk_result_);
+  bulk_result_.reset();
+  log::debug("websocket ", peer_, ": back on the event loop (", static_cast<int>(r.why), ")");
+  if (r.why == BulkRelay::Why::ClientClosed) {
+    got_close_ = true;
+    client_code_ = r.code;
+    on_client_close();
+  } else if (r.why == BulkRelay::Why::ProtocolError) {
+    fail_connection(r.code.value_or(static_cast<uint16_t>(CloseCode::ProtocolError)), r.reason);
+  } else if (evbuffer_get_length(rx_.get())) {
+    feed_input(rx_.get());
+    after_batch();
+  }
+  pump();
+  settle();
 }
 
 }  // namespace

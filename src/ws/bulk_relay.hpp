@@ -1,0 +1,113 @@
+// Bulk relaying: a thread of its own relays one busy binary WebSocket for a while.
+//
+// Why: on an event loop every wake-up serves many sockets a little; a relay that
+// is the bottleneck then pays more kernel work per byte (docs/PERFORMANCE.md, "The
+// floor of a relay on this machine": the same relay costs ~25% more CPU per byte
+// on one epoll loop than with a thread per connection, socat's structure). So a
+// plain `binary` WebSocket that moves many bytes is lent, for as long as it stays
+// busy, to a thread that relays it the way socat does: poll() on its two sockets,
+// large reads, each read written out at once while it is still in cache.
+//
+// The thread does only the bulk work: it unmasks client data into the target's
+// queue, frames target data into binary messages, and answers Pings. Everything
+// else ends the loan: a Close or a protocol error from the client, an end or an
+// error on either socket (left unread for the event loop's bufferevent to find),
+// no bytes for `idle_ms`, or stop() from the loop. The loop then takes the
+// buffers back and goes on with its usual code, so closing handshakes, timeouts,
+// drains and errors have one implementation.
+//
+// Threads: between start() and stop() the buffers, the decoder and both sockets
+// belong to the relay thread; the event loop touches none of them. stop() joins.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <event2/buffer.h>
+#include <event2/util.h>
+
+#include "tunnel/session.hpp"
+#include "ws/frame.hpp"
+
+namespace netwine::ws {
+
+class BulkRelay {
+ public:
+  // Why the thread gave the connection back.
+  enum class Why {
+    Stopped,        // stop() asked
+    Idle,           // no bytes either way for idle_ms
+    ClientClosed,   // the client's Close frame arrived (code in `code`)
+    ProtocolError,  // the client broke RFC 6455 (code and reason to fail with)
+    SocketEnded,    // a socket reached its end or failed: for the loop to read
+  };
+  struct Result {
+    Why why = Why::Stopped;
+    std::optional<uint16_t> code;  // ClientClosed: the client's code; ProtocolError: ours
+    std::string reason;            // ProtocolError: what the client did wrong
+  };
+
+  // The queues, owned by the caller; the thread reads and fills them.
+  struct Buffers {
+    evbuffer* from_client;  // undecoded client input
+    evbuffer* to_target;    // unmasked bytes the target has not taken yet
+    evbuffer* from_target;  // target bytes not framed yet
+    evbuffer* to_client;    // whole frames the client has not taken yet
+  };
+  struct Limits {
+    size_t to_target;   // stop reading the client while this much waits for the target
+    size_t to_client;   // stop reading the target while this much waits for the client
+    int idle_ms;        // give the connection back after this long without bytes
+  };
+
+  // `on_finished` runs on the relay thread when it stops by itself (not after
+  // stop()): it should wake the event loop (event_active), which then calls stop().
+  BulkRelay(evutil_socket_t client_fd, evutil_socket_t target_fd, Decoder& decoder, Buffers buffers,
+            Limits limits, tunnel::LentCounters& counters, std::function<void()> on_finished);
+  ~BulkRelay();  // stop()s
+  BulkRelay(const BulkRelay&) = delete;
+  BulkRelay& operator=(const BulkRelay&) = delete;
+
+  // False when no thread could be made (then nothing was taken).
+  bool start();
+  // Asks the thread to stop, waits for it, and returns why it stopped. The
+  // thread finishes its current read or write (sockets are non-blocking) first.
+  const Result& stop();
+
+  // Sessions being relayed by bulk threads right now, in this process.
+  static int active() { return active_.load(std::memory_order_relaxed); }
+  // Threads started since the process began.
+  static uint64_t loans() { return loans_.load(std::memory_order_relaxed); }
+  // Takes one of `max` places, or returns false if all are taken.
+  static bool reserve(int max);
+  static void unreserve() { active_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  class Feeder;
+  void run();
+  bool read_client();
+  bool read_target();
+  bool flush(evbuffer* out, evutil_socket_t fd);
+  void frame_target_bytes();
+
+  const evutil_socket_t client_fd_, target_fd_;
+  Decoder& decoder_;
+  const Buffers b_;
+  const Limits limits_;
+  tunnel::LentCounters& counters_;
+  std::function<void()> on_finished_;
+  int wake_fd_ = -1;  // eventfd: stop() writes to it
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+  bool joined_ = true;
+  Result result_;
+
+  static std::atomic<int> active_;
+  static std::atomic<uint64_t> loans_;
+};
+
+}  // namespace netwine::ws

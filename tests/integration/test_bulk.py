@@ -1,0 +1,337 @@
+"""Bulk relaying (--bulk-threads, src/ws/bulk_relay.hpp): a binary WebSocket that
+moves more than 2 MiB within 0.1 s is lent to a thread of its own, which relays it
+the way socat does, and goes back to its event loop after 0.25 s without bytes, or
+at a Close, a protocol error, a socket's end, a shutdown.
+
+Every test reads /netwine/status ("bulk": true while lent) or the metrics
+(netwine_bulk_loans_total), so it knows the thread did the relaying it checks.
+"""
+import json
+import signal
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import pattern_bytes
+from wsclient_util import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, RawWs, close_payload, encode_frame
+
+MiB = 1 << 20
+BLOCK = pattern_bytes(64 * 1024, seed=13)  # what the flood targets send, again and again
+
+
+def status(n):
+    with urllib.request.urlopen(f"{n.base}/netwine/status", timeout=10) as r:
+        return json.load(r)
+
+
+def metric(n, name):
+    with urllib.request.urlopen(f"{n.base}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics")
+
+
+def bulk_flags(n):
+    return [s["bulk"] for s in status(n)["sessions"]]
+
+
+def wait_for(pred, timeout=10):
+    """Polls `pred` (an HTTP status read, a counter) until true; bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def start(netwine, target, *extra):
+    return netwine("--access-log", "", "--target", target.address, *extra)
+
+
+def path_to(target):
+    return f"/netwine/ws?target={target.address}"
+
+
+class Flood:
+    """Target handler: sends BLOCK until told to stop, or `limit` bytes then closes."""
+
+    def __init__(self, limit=None):
+        self.limit = limit
+        self.sent = 0
+        self.stop = threading.Event()
+        self.ended = threading.Event()
+
+    def __call__(self, conn):
+        try:
+            while not self.stop.is_set():
+                block = BLOCK
+                if self.limit is not None:
+                    if self.sent >= self.limit:
+                        break
+                    block = BLOCK[:self.limit - self.sent]
+                conn.sendall(block)
+                self.sent += len(block)
+        except OSError:
+            pass
+        finally:
+            self.ended.set()
+
+
+class Reader(threading.Thread):
+    """Reads a RawWs on its own thread: data bytes, Pongs, the server's Close."""
+
+    def __init__(self, ws):
+        super().__init__(daemon=True)
+        self.ws = ws
+        self.data = bytearray()
+        self.pongs = []
+        self.close = None
+        self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            while True:
+                fin, op, payload = self.ws.recv_frame()
+                if op == OP_BINARY or op == 0:
+                    self.data += payload
+                elif op == OP_PONG:
+                    self.pongs.append(payload)
+                elif op == OP_CLOSE:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    self.close = (code, payload[2:].decode())
+                    return
+        except (OSError, EOFError) as e:
+            self.error = e
+
+
+def in_order(data, offset=0):
+    """True if `data` is the flood's stream from `offset` on: no byte lost, doubled or moved."""
+    pos = offset % len(BLOCK)
+    i = 0
+    while i < len(data):
+        k = min(len(BLOCK) - pos, len(data) - i)
+        if data[i:i + k] != BLOCK[pos:pos + k]:
+            return False
+        i += k
+        pos = 0
+    return True
+
+
+def test_a_busy_echo_is_lent_to_a_thread_and_every_byte_comes_back_in_order(netwine, tcp_target):
+    t = tcp_target("echo")
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    data = pattern_bytes(48 * MiB, seed=5)
+    sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[i:i + 65536])
+                                              for i in range(0, len(data), 65536)], daemon=True)
+    sender.start()
+    got = bytearray()
+    while len(got) < len(data):
+        op, payload = ws.recv_message()
+        assert op == OP_BINARY
+        got += payload
+    sender.join(30)
+    assert bytes(got) == data
+    assert metric(n, "netwine_bulk_loans_total") >= 1
+    # Back on its loop after 0.25 s without bytes, and still relaying there.
+    assert wait_for(lambda: bulk_flags(n) == [False])
+    ws.send(OP_BINARY, b"after the loan")
+    assert ws.recv_message() == (OP_BINARY, b"after the loan")
+    ws.send(OP_CLOSE, close_payload(1000))
+    assert ws.expect_close() == (1000, "")
+
+
+def test_status_shows_the_loan_and_bytes_keep_counting(netwine, tcp_target):
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    assert wait_for(lambda: bulk_flags(n) == [True])
+    assert metric(n, "netwine_bulk_relays") == 1
+    first = status(n)["sessions"][0]["bytes_down"]
+    assert wait_for(lambda: status(n)["sessions"][0]["bytes_down"] > first + 4 * MiB)
+    flood.stop.set()
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(10)
+    assert r.close and r.close[0] == 1000
+    assert in_order(r.data)
+    assert wait_for(lambda: metric(n, "netwine_bulk_relays") == 0)
+
+
+def test_a_ping_is_answered_by_the_relay_thread_between_data_messages(netwine, tcp_target):
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    assert wait_for(lambda: bulk_flags(n) == [True])
+    ws.send(OP_PING, b"are you there")
+    assert wait_for(lambda: r.pongs == [b"are you there"])
+    assert bulk_flags(n) == [True]  # answered on the thread, which still relays
+    flood.stop.set()
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(10)
+    assert r.error is None and r.close[0] == 1000
+    assert in_order(r.data)  # the Pong went between messages, not into one
+
+
+def test_a_close_while_lent_gets_its_code_back_and_ends_the_target(netwine, tcp_target):
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    assert wait_for(lambda: bulk_flags(n) == [True])
+    ws.send(OP_CLOSE, close_payload(4321, "done here"))
+    r.join(10)
+    assert r.close == (4321, "")
+    assert ws.read_to_eof(5)
+    assert flood.ended.wait(10)  # the target's connection was closed too
+    assert in_order(r.data)
+    assert wait_for(lambda: status(n)["sessions"] == [])
+
+
+def test_a_protocol_error_while_lent_fails_the_connection_with_1002(netwine, tcp_target):
+    t = tcp_target("sink")
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    frame = encode_frame(OP_BINARY, pattern_bytes(64 * 1024))
+    deadline = time.monotonic() + 20
+    while bulk_flags(n) != [True] and time.monotonic() < deadline:
+        for _ in range(64):  # 4 MiB, then look again
+            ws.sock.sendall(frame)
+    assert bulk_flags(n) == [True]
+    ws.sock.sendall(encode_frame(OP_BINARY, b"x", rsv=4))  # RSV3 without an extension
+    code, reason = ws.expect_close()
+    assert code == 1002 and "reserved bit" in reason
+    assert ws.read_to_eof(5)
+
+
+def test_the_targets_end_while_lent_delivers_every_byte_then_closes_1000(netwine, tcp_target):
+    flood = Flood(limit=40 * MiB + 12345)
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    r.join(60)
+    assert r.close == (1000, "target closed the connection")
+    assert len(r.data) == 40 * MiB + 12345 and in_order(r.data)
+    assert metric(n, "netwine_bulk_loans_total") >= 1
+
+
+def test_a_slow_reader_stops_the_thread_reading_the_target(netwine, tcp_target):
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    # Read 8 MiB so the session is lent, then stop reading.
+    got = bytearray()
+    while len(got) < 8 * MiB:
+        got += ws.recv_message()[1]
+    base = n.rss_kib()
+    assert wait_for(flood_stalled(flood), timeout=20), "netwine kept reading the target"
+    grown = n.rss_kib() - base
+    assert grown < 24 * 1024, f"netwine grew by {grown} KiB with a stalled reader"
+    # Reading again, every byte is there in order (the loan may have ended meanwhile).
+    flood.stop.set()
+    r = Reader(ws)
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(30)
+    assert r.close and r.close[0] == 1000
+    assert in_order(bytes(got) + bytes(r.data))
+
+
+def flood_stalled(flood, quiet=0.5):
+    last = [-1, time.monotonic()]
+
+    def check():
+        if flood.sent != last[0]:
+            last[:] = [flood.sent, time.monotonic()]
+            return False
+        return time.monotonic() - last[1] > quiet
+    return check
+
+
+def test_bulk_threads_0_keeps_every_websocket_on_its_loop(netwine, tcp_target):
+    flood = Flood(limit=32 * MiB)
+    t = tcp_target(flood)
+    n = start(netwine, t, "--bulk-threads", "0")
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    r.join(60)
+    assert r.close == (1000, "target closed the connection")
+    assert len(r.data) == 32 * MiB and in_order(r.data)
+    assert metric(n, "netwine_bulk_loans_total") == 0
+
+
+def test_bulk_threads_caps_the_loans_at_once(netwine, tcp_target):
+    floods = [Flood(), Flood()]
+    targets = [tcp_target(f) for f in floods]
+    n = netwine("--access-log", "", "--target", targets[0].address, "--target", targets[1].address,
+                "--bulk-threads", "1")
+    clients = [RawWs(n.host, n.port, path_to(t), ["binary"]) for t in targets]
+    readers = [Reader(ws) for ws in clients]
+    assert wait_for(lambda: sum(bulk_flags(n)) == 1)
+    for _ in range(50):  # both stay busy; never more than one is lent
+        assert sum(bulk_flags(n)) <= 1
+        assert metric(n, "netwine_bulk_relays") <= 1
+    for f, ws in zip(floods, clients):
+        f.stop.set()
+        ws.send(OP_CLOSE, close_payload(1000))
+    for r in readers:
+        r.join(10)
+        assert r.close and r.close[0] == 1000 and in_order(r.data)
+
+
+def test_shutdown_while_lent_closes_1001_and_exits(netwine, tcp_target):
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    assert wait_for(lambda: bulk_flags(n) == [True])
+    n.signal(signal.SIGTERM)
+    r.join(20)
+    assert r.close and r.close[0] == 1001 and "shutting down" in r.close[1]
+    ws.send(OP_CLOSE, close_payload(1001))
+    assert ws.read_to_eof(5)
+    assert n.proc.wait(10) == 0
+    flood.stop.set()
+    assert in_order(r.data)
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_several_busy_echoes_on_every_loop_stay_byte_exact(netwine, tcp_target, threads):
+    t = tcp_target("echo")
+    n = start(netwine, t, "--threads", threads)
+    clients = [RawWs(n.host, n.port, path_to(t), ["binary"]) for _ in range(4)]
+    datas = [pattern_bytes(12 * MiB + i * 777, seed=20 + i) for i in range(len(clients))]
+    results = [None] * len(clients)
+
+    def run(i):
+        ws, data = clients[i], datas[i]
+        sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[k:k + 100_000])
+                                                  for k in range(0, len(data), 100_000)], daemon=True)
+        sender.start()
+        got = bytearray()
+        while len(got) < len(data):
+            got += ws.recv_message()[1]
+        sender.join(30)
+        results[i] = bytes(got) == data
+
+    runners = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(clients))]
+    for th in runners:
+        th.start()
+    for th in runners:
+        th.join(60)
+    assert results == [True] * len(clients)
+    assert metric(n, "netwine_bulk_loans_total") >= 1
