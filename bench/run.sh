@@ -20,8 +20,9 @@
 #   K_WS [10000] (idle WebSocket sessions held by netwine alone: test hold_ws)
 #   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
-#   TARGETS ["raw netwine netwine-1t socat websockify ref-epoll ref-threads"]  (raw: the echo target itself,
-#            no relay; netwine-1t: netwine with --threads 1, everything on one event loop;
+#   TARGETS ["raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads"]  (raw: the echo
+#            target itself, no relay; netwine-1t: netwine with --threads 1, one event loop (bulk
+#            threads still on); netwine-loop: netwine with --bulk-threads 0, every WebSocket on an event loop;
 #            ref-*: bench/refrelay.c, a minimal C relay doing the per-byte work a
 #            WebSocket bridge must do, on one epoll thread or a thread per direction)
 #   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"]
@@ -41,7 +42,7 @@ K=${K:-500}
 K_WS_WANTED=${K_WS:-10000}
 K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
-TARGETS=${TARGETS:-"raw netwine netwine-1t socat websockify ref-epoll ref-threads"}
+TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads"}
 TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
@@ -138,7 +139,7 @@ nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
 
 ECHO=$((BASE + 1)) SINK=$((BASE + 2)) SOURCE=$((BASE + 3))
 declare -A PORT URL PROTO PID CMD
-PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
+PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[netwine-loop]=$((BASE + 12)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
 PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41))
 # bridge_cmd TARGET LISTEN_PORT TARGET_PORT: the command line of a single-target bridge.
 bridge_cmd() {
@@ -151,14 +152,16 @@ bridge_cmd() {
 }
 CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --target 127.0.0.1:$SINK --target 127.0.0.1:$SOURCE --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
 CMD[netwine-1t]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-1t]}} --threads 1"
+CMD[netwine-loop]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-loop]}} --bulk-threads 0"
 for t in socat websockify ref-epoll ref-threads; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[netwine-1t]="ws://127.0.0.1:${PORT[netwine-1t]}/netwine/ws?target=127.0.0.1:$ECHO"
+URL[netwine-loop]="ws://127.0.0.1:${PORT[netwine-loop]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[socat]="tcp://127.0.0.1:${PORT[socat]}"
 URL[websockify]="ws://127.0.0.1:${PORT[websockify]}/"
 URL[ref-epoll]="tcp://127.0.0.1:${PORT[ref-epoll]}" URL[ref-threads]="tcp://127.0.0.1:${PORT[ref-threads]}"
-PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[websockify]=binary
+PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[websockify]=binary
 HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 
 {
@@ -187,7 +190,7 @@ for t in $TARGETS; do
         command -v "$t" >/dev/null || { log "$t missing; skipped"; continue; }
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
-    netwine | netwine-1t | ref-epoll | ref-threads)
+    netwine | netwine-1t | netwine-loop | ref-epoll | ref-threads)
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
     *) log "unknown target $t"; continue ;;
@@ -251,7 +254,7 @@ run_test() { # REP TARGET TEST
         [ "$test" = down_c1 ] && to=$SOURCE tp=$SOURCEPID mode=ws-down
         case $t in
         raw) url="tcp://127.0.0.1:$to" ;;
-        netwine | netwine-1t) url="ws://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
+        netwine | netwine-1t | netwine-loop) url="ws://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
         *)
             local dport=$((BASE + 60))
             eval "start_bg $t-dir $dport $(bridge_cmd "$t" "$dport" "$to")"

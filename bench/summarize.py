@@ -8,13 +8,14 @@ netwine / socat, netwine / websockify and netwine / ref-epoll of the medians:
 above 1 is better for throughput and rates, below 1 is better for latency and
 memory (the row says). ref-epoll and ref-threads are bench/refrelay.c, the
 floor of a relay's structure on this machine (docs/PERFORMANCE.md); netwine-1t
-is netwine with --threads 1 (with it, a netwine-1t / socat column).
+is netwine with --threads 1 (with it, a netwine-1t / socat column); netwine-loop is
+netwine with --bulk-threads 0 (with it, a netwine-loop / socat column).
 """
 import statistics
 import sys
 from collections import defaultdict
 
-TARGETS = ["netwine", "netwine-1t", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
+TARGETS = ["netwine", "netwine-1t", "netwine-loop", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
 
 # (label, test, key, better, transform)
 ROWS = [
@@ -116,6 +117,9 @@ def main():
     with_1t = "netwine-1t" in present
     if with_1t:
         head.append("netwine-1t/socat")
+    with_loop = "netwine-loop" in present
+    if with_loop:
+        head.append("netwine-loop/socat")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for label, test, key, better in ROWS:
@@ -129,6 +133,8 @@ def main():
             row.append(ratio(n, med(data, "ref-epoll", test, key)))
         if with_1t:
             row.append(ratio(med(data, "netwine-1t", test, key), med(data, "socat", test, key)))
+        if with_loop:
+            row.append(ratio(med(data, "netwine-loop", test, key), med(data, "socat", test, key)))
         print("| " + " | ".join(row) + " |")
     lines = []
     for label, test, key, vs in NETWINE_ONLY:
