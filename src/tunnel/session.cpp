@@ -52,6 +52,7 @@ Session::Session(Manager& manager, std::string key, std::string client, std::str
 }
 
 Session::~Session() {
+  if (lent_ && transport_) transport_->reclaim();  // the target socket is about to close
   if (transport_) {
     Transport* t = transport_;
     transport_ = nullptr;

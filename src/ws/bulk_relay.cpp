@@ -23,6 +23,17 @@ constexpr size_t kMaxDataMessage = 256 * 1024;
 std::atomic<int> BulkRelay::active_{0};
 std::atomic<uint64_t> BulkRelay::loans_{0};
 
+const char* BulkRelay::describe(Why why) {
+  switch (why) {
+    case Why::Stopped: return "taken back";
+    case Why::Idle: return "idle";
+    case Why::ClientClosed: return "the client's Close";
+    case Why::ProtocolError: return "a protocol error";
+    case Why::SocketEnded: return "a socket ended";
+  }
+  return "?";
+}
+
 bool BulkRelay::reserve(int max) {
   int n = active_.load(std::memory_order_relaxed);
   while (n < max) {

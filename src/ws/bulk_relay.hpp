@@ -51,6 +51,8 @@ class BulkRelay {
     std::string reason;            // ProtocolError: what the client did wrong
   };
 
+  static const char* describe(Why why);
+
   // The queues, owned by the caller; the thread reads and fills them.
   struct Buffers {
     evbuffer* from_client;  // undecoded client input

@@ -273,7 +273,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void release();
 
   // Bulk relaying (bulk_relay.hpp).
-  void meter(size_t bytes);
+  void meter(size_t bytes, double now);
   void maybe_lend();
   void take_back();
   void do_bulk_done();
@@ -416,7 +416,7 @@ void WsConnection::do_read() {
   if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full())) sockio::read_more(raw_fd_, rx_.get(), kReadBudget);
   if (size_t n = evbuffer_get_length(rx_.get())) {
     last_rx_ = now_seconds();
-    meter(n);
+    meter(n, last_rx_);
   }
   feed_input(rx_.get());
   after_batch();
@@ -654,7 +654,7 @@ void WsConnection::pump() {
   evbuffer* out = bufferevent_get_output(bev_);
   uint64_t sent = session_->sent_offset();
   while (session_->unsent() > 0 && evbuffer_get_length(out) < kOutputHighWater) send_data_message(out);
-  if (session_->sent_offset() != sent) meter(static_cast<size_t>(session_->sent_offset() - sent));
+  if (session_->sent_offset() != sent) meter(static_cast<size_t>(session_->sent_offset() - sent), now_seconds());
   if (session_->ready_to_close()) {
     tunnel::Session* s = session_;
     begin_closing(wire_code(s->close_code()), s->close_reason());
@@ -925,8 +925,7 @@ void WsConnection::release() {
 // ------------------------------------------------------------ bulk relaying
 
 // Counts bytes relayed either way in windows of kBulkWindow seconds.
-void WsConnection::meter(size_t bytes) {
-  double now = now_seconds();
+void WsConnection::meter(size_t bytes, double now) {
   if (now - meter_start_ > kBulkWindow) {
     meter_start_ = now;
     meter_bytes_ = 0;
@@ -1009,16 +1008,13 @@ void WsConnection::do_bulk_done() {
   if (!bulk_result_ || phase_ == Phase::Done) return;
   BulkRelay::Result r = std::move(*bulk_result_);
   bulk_result_.reset();
-  log::debug("websocket ", peer_, ": back on the event loop (", static_cast<int>(r.why), ")");
+  log::debug("websocket ", peer_, ": back on the event loop: ", BulkRelay::describe(r.why));
   if (r.why == BulkRelay::Why::ClientClosed) {
     got_close_ = true;
     client_code_ = r.code;
     on_client_close();
   } else if (r.why == BulkRelay::Why::ProtocolError) {
     fail_connection(r.code.value_or(static_cast<uint16_t>(CloseCode::ProtocolError)), r.reason);
-  } else if (evbuffer_get_length(rx_.get())) {
-    feed_input(rx_.get());
-    after_batch();
   }
   pump();
   settle();

@@ -16,11 +16,11 @@ import urllib.request
 
 import pytest
 
-from conftest import pattern_bytes
+from conftest import Source, pattern_bytes
 from wsclient_util import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, RawWs, close_payload, encode_frame
 
 MiB = 1 << 20
-BLOCK = pattern_bytes(64 * 1024, seed=13)  # what the flood targets send, again and again
+BLOCK = pattern_bytes(64 * 1024, seed=13)  # what Source (and so Flood) sends, again and again
 
 
 def status(n):
@@ -58,13 +58,12 @@ def path_to(target):
     return f"/netwine/ws?target={target.address}"
 
 
-class Flood:
+class Flood(Source):
     """Target handler: sends BLOCK until told to stop, or `limit` bytes then closes."""
 
     def __init__(self, limit=None):
+        super().__init__()
         self.limit = limit
-        self.sent = 0
-        self.stop = threading.Event()
         self.ended = threading.Event()
 
     def __call__(self, conn):
@@ -111,6 +110,17 @@ class Reader(threading.Thread):
             self.error = e
 
 
+def lent_flood(netwine, tcp_target):
+    """A flood target, netwine, a client reading it on a thread, once the session is lent."""
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    assert wait_for(lambda: bulk_flags(n) == [True])
+    return flood, n, ws, r
+
+
 def in_order(data, offset=0):
     """True if `data` is the flood's stream from `offset` on: no byte lost, doubled or moved."""
     pos = offset % len(BLOCK)
@@ -149,12 +159,7 @@ def test_a_busy_echo_is_lent_to_a_thread_and_every_byte_comes_back_in_order(netw
 
 
 def test_status_shows_the_loan_and_bytes_keep_counting(netwine, tcp_target):
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    r = Reader(ws)
-    assert wait_for(lambda: bulk_flags(n) == [True])
+    flood, n, ws, r = lent_flood(netwine, tcp_target)
     assert metric(n, "netwine_bulk_relays") == 1
     first = status(n)["sessions"][0]["bytes_down"]
     assert wait_for(lambda: status(n)["sessions"][0]["bytes_down"] > first + 4 * MiB)
@@ -167,12 +172,7 @@ def test_status_shows_the_loan_and_bytes_keep_counting(netwine, tcp_target):
 
 
 def test_a_ping_is_answered_by_the_relay_thread_between_data_messages(netwine, tcp_target):
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    r = Reader(ws)
-    assert wait_for(lambda: bulk_flags(n) == [True])
+    flood, n, ws, r = lent_flood(netwine, tcp_target)
     ws.send(OP_PING, b"are you there")
     assert wait_for(lambda: r.pongs == [b"are you there"])
     assert bulk_flags(n) == [True]  # answered on the thread, which still relays
@@ -184,12 +184,7 @@ def test_a_ping_is_answered_by_the_relay_thread_between_data_messages(netwine, t
 
 
 def test_a_close_while_lent_gets_its_code_back_and_ends_the_target(netwine, tcp_target):
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    r = Reader(ws)
-    assert wait_for(lambda: bulk_flags(n) == [True])
+    flood, n, ws, r = lent_flood(netwine, tcp_target)
     ws.send(OP_CLOSE, close_payload(4321, "done here"))
     r.join(10)
     assert r.close == (4321, "")
@@ -238,7 +233,7 @@ def test_a_slow_reader_stops_the_thread_reading_the_target(netwine, tcp_target):
     while len(got) < 8 * MiB:
         got += ws.recv_message()[1]
     base = n.rss_kib()
-    assert wait_for(flood_stalled(flood), timeout=20), "netwine kept reading the target"
+    assert wait_for(flood.stalled(quiet=0.5), timeout=20), "netwine kept reading the target"
     grown = n.rss_kib() - base
     assert grown < 24 * 1024, f"netwine grew by {grown} KiB with a stalled reader"
     # Reading again, every byte is there in order (the loan may have ended meanwhile).
@@ -248,17 +243,6 @@ def test_a_slow_reader_stops_the_thread_reading_the_target(netwine, tcp_target):
     r.join(30)
     assert r.close and r.close[0] == 1000
     assert in_order(bytes(got) + bytes(r.data))
-
-
-def flood_stalled(flood, quiet=0.5):
-    last = [-1, time.monotonic()]
-
-    def check():
-        if flood.sent != last[0]:
-            last[:] = [flood.sent, time.monotonic()]
-            return False
-        return time.monotonic() - last[1] > quiet
-    return check
 
 
 def test_bulk_threads_0_keeps_every_websocket_on_its_loop(netwine, tcp_target):
@@ -293,12 +277,7 @@ def test_bulk_threads_caps_the_loans_at_once(netwine, tcp_target):
 
 
 def test_shutdown_while_lent_closes_1001_and_exits(netwine, tcp_target):
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    r = Reader(ws)
-    assert wait_for(lambda: bulk_flags(n) == [True])
+    flood, n, ws, r = lent_flood(netwine, tcp_target)
     n.signal(signal.SIGTERM)
     r.join(20)
     assert r.close and r.close[0] == 1001 and "shutting down" in r.close[1]
