@@ -14,6 +14,9 @@
  *     splice   as threads, but target-to-client goes socket -> pipe -> socket
  *              with splice(2) (no user-space copy); client-to-target as threads
  *     copy     as threads, without the extra pass (what socat does)
+ *     poll     a thread per connection poll()ing both non-blocking sockets (socat's
+ *              own structure: select() in a process per connection), with the
+ *              extra pass; what is read is written at once (netwine's bulk threads)
  *
  * Loopback only (binds 127.0.0.1). Each connection lives until either side
  * closes; there are no timeouts: it is a benchmark fixture.
@@ -24,6 +27,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -35,7 +39,7 @@
 #include <unistd.h>
 
 enum { kBuf = 256 * 1024 };
-enum mode { EPOLL, THREADS, SPLICE, COPY };
+enum mode { EPOLL, THREADS, SPLICE, COPY, POLL };
 static enum mode g_mode;
 static int g_target_port;
 
@@ -132,6 +136,61 @@ static void start_threads(int c, int t) {
   pthread_create(&th, NULL, pump, up);
   pthread_detach(th);
   pthread_create(&th, NULL, pump, down);
+  pthread_detach(th);
+}
+
+/* --------------------------------------------------------------- poll */
+
+/* Direction 0: client to target (with the extra pass); 1: target to client. A
+ * direction reads only once what it read before is all written. */
+static void *poll_conn(void *arg) {
+  int fds[2];
+  memcpy(fds, arg, sizeof fds);
+  free(arg);
+  const int from[2] = {fds[0], fds[1]}, to[2] = {fds[1], fds[0]};
+  unsigned char *buf[2] = {malloc(kBuf), malloc(kBuf)};
+  size_t off[2] = {0, 0}, len[2] = {0, 0};
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  fcntl(fds[1], F_SETFL, O_NONBLOCK);
+  for (;;) {
+    struct pollfd p[2] = {{fds[0], 0, 0}, {fds[1], 0, 0}};
+    for (int d = 0; d < 2; d++) {
+      if (len[d] == 0) p[d].events |= POLLIN; /* p[d] is from[d]'s socket */
+      else p[1 - d].events |= POLLOUT;        /* and p[1-d] is to[d]'s */
+    }
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int d = 0; d < 2; d++) {
+      if (len[d] == 0 && (p[d].revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = read(from[d], buf[d], kBuf);
+        if (n <= 0) goto out;
+        if (d == 0) extra_pass(buf[d], (size_t)n);
+        len[d] = (size_t)n;
+        off[d] = 0;
+      }
+      if (len[d] > 0) {
+        ssize_t w = write(to[d], buf[d] + off[d], len[d] - off[d]);
+        if (w < 0 && errno != EAGAIN) goto out;
+        if (w > 0 && (off[d] += (size_t)w) == len[d]) len[d] = 0;
+      }
+    }
+  }
+out:
+  close(fds[0]);
+  close(fds[1]);
+  free(buf[0]);
+  free(buf[1]);
+  return NULL;
+}
+
+static void start_poll_thread(int c, int t) {
+  int *fds = malloc(2 * sizeof *fds);
+  fds[0] = c;
+  fds[1] = t;
+  pthread_t th;
+  pthread_create(&th, NULL, poll_conn, fds);
   pthread_detach(th);
 }
 
@@ -262,7 +321,7 @@ static void run_epoll(int ls) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: refrelay LISTEN_PORT TARGET_PORT epoll|threads|splice|copy\n");
+    fprintf(stderr, "usage: refrelay LISTEN_PORT TARGET_PORT epoll|threads|splice|copy|poll\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -272,6 +331,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(argv[3], "threads")) g_mode = THREADS;
   else if (!strcmp(argv[3], "splice")) g_mode = SPLICE;
   else if (!strcmp(argv[3], "copy")) g_mode = COPY;
+  else if (!strcmp(argv[3], "poll")) g_mode = POLL;
   else {
     fprintf(stderr, "refrelay: unknown mode %s\n", argv[3]);
     return 2;
@@ -297,6 +357,7 @@ int main(int argc, char **argv) {
       continue;
     }
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    start_threads(c, t);
+    if (g_mode == POLL) start_poll_thread(c, t);
+    else start_threads(c, t);
   }
 }

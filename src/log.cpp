@@ -144,6 +144,17 @@ std::string redact_key(std::string_view key) {
   return std::string(key.substr(0, 6)) + "...";
 }
 
+std::string tenths(double seconds) {
+  char span[32];
+  std::snprintf(span, sizeof span, "%.1f", seconds);
+  return span;
+}
+
+std::string held_back_note(uint64_t more, double seconds, std::string_view what) {
+  if (!more) return {};
+  return " (and " + std::to_string(more) + " more " + std::string(what) + " in " + tenths(seconds) + "s before)";
+}
+
 std::string timestamp() {
   using namespace std::chrono;
   auto now = system_clock::now();

@@ -75,6 +75,12 @@ void access(std::string_view kind, const Record& record);
 // A secret shortened for logs: the first 6 characters and an ellipsis.
 std::string redact_key(std::string_view key);
 
+// For a throttled line: " (and N more WHAT in S.Ss before)", or "" when `more` is 0.
+std::string held_back_note(uint64_t more, double seconds, std::string_view what);
+
+// Seconds with one decimal ("2.5"), as throttled-line summaries give spans.
+std::string tenths(double seconds);
+
 // Now as ISO 8601 UTC with milliseconds.
 std::string timestamp();
 

@@ -133,13 +133,6 @@ constexpr double kFloodLogWindowSeconds = 10;
 constexpr uint64_t kFloodLogBurst = 3;
 const timeval kZeroTimeval{0, 0};
 
-// " (and N more times in S s before)" for a throttled line, "" when nothing was held back.
-std::string suppressed_note(uint64_t more, double seconds) {
-  if (!more) return {};
-  char span[32];
-  std::snprintf(span, sizeof span, "%.1f", seconds);
-  return " (and " + std::to_string(more) + " more times in " + span + "s before)";
-}
 
 }  // namespace
 
@@ -229,7 +222,7 @@ struct Server::ConnGuard {
     double over = 0;
     if (g->server->slow_request_log_.allow(more, over))
       log::info("closing connection ", g->peer(), ": request not received within the header timeout",
-                suppressed_note(more, over));
+                log::held_back_note(more, over, "times"));
     evutil_socket_t fd = bufferevent_getfd(g->bev);
     if (fd >= 0) shutdown(fd, SHUT_RDWR);
   }
@@ -596,7 +589,7 @@ void Server::on_accept_error(evconnlistener*, void*) {
   double over = 0;
   if (active_->accept_error_log_.allow(more, over))
     log::warn("accept failed: ", evutil_socket_error_to_string(err), "; pausing accepting for ",
-              kAcceptPauseSeconds, "s at a time until it works", suppressed_note(more, over));
+              kAcceptPauseSeconds, "s at a time until it works", log::held_back_note(more, over, "times"));
 }
 
 void Server::on_log_tick(evutil_socket_t, short, void* self) {
@@ -607,15 +600,11 @@ void Server::on_log_tick(evutil_socket_t, short, void* self) {
 // `only_due`, only once their window is over (at most one summary per window).
 void Server::flush_log_summaries(bool only_due) {
   double over = 0;
-  char span[32];
-  if (uint64_t more = accept_error_log_.take_pending(over, only_due)) {
-    std::snprintf(span, sizeof span, "%.1f", over);
-    log::warn("accept failed ", more, " more times in ", span, "s");
-  }
+  if (uint64_t more = accept_error_log_.take_pending(over, only_due))
+    log::warn("accept failed ", more, " more times in ", log::tenths(over), "s");
   if (uint64_t more = slow_request_log_.take_pending(over, only_due)) {
-    std::snprintf(span, sizeof span, "%.1f", over);
     log::info("closed ", more, " more connections whose request did not arrive within the header timeout",
-              " in ", span, "s");
+              " in ", log::tenths(over), "s");
   }
   http::flush_log_summaries(only_due);
   if (tunnels_) tunnels_->flush_log_summaries(only_due);

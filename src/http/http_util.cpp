@@ -41,9 +41,7 @@ std::string& last_unlogged_client() {
 
 void log_unknown_keys_summary(uint64_t count, double seconds) {
   if (count == 0) return;
-  char span[32];
-  std::snprintf(span, sizeof span, "%.1f", seconds);
-  log::warn(count, " requests for unknown session keys (404) in ", span,
+  log::warn(count, " requests for unknown session keys (404) in ", log::tenths(seconds),
             "s not logged one by one; the last from ", last_unlogged_client());
 }
 

@@ -169,20 +169,14 @@ void Manager::log_limit_refusal(std::string line) {
     limit_log_last_ = std::move(line);
     return;
   }
-  if (more) {
-    char span[32];
-    std::snprintf(span, sizeof span, "%.1f", over);
-    line += " (and " + std::to_string(more) + " more refusals by the session limits in " + span + "s before)";
-  }
-  log::warn(line);
+  log::warn(line, log::held_back_note(more, over, "refusals by the session limits"));
 }
 
 void Manager::flush_log_summaries(bool only_due) {
   double over = 0;
   if (uint64_t more = limit_log_.take_pending(over, only_due)) {
-    char span[32];
-    std::snprintf(span, sizeof span, "%.1f", over);
-    log::warn(more, " more sessions refused by the session limits in ", span, "s; the last: ", limit_log_last_);
+    log::warn(more, " more sessions refused by the session limits in ", log::tenths(over), "s; the last: ",
+              limit_log_last_);
   }
 }
 
