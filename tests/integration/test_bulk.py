@@ -314,3 +314,72 @@ def test_several_busy_echoes_on_every_loop_stay_byte_exact(netwine, tcp_target, 
         th.join(60)
     assert results == [True] * len(clients)
     assert metric(n, "netwine_bulk_loans_total") >= 1
+
+
+def test_clients_dropping_mid_loan_leave_the_others_byte_exact(netwine, tcp_target):
+    # More busy sessions than --bulk-threads: some lent, some on their loops, and
+    # half of them cut (RST, no Close) at seeded random moments, some of those
+    # after they stopped reading. The others' bytes stay exact; nothing is left over.
+    import random
+    rnd = random.Random(20261203)
+    t = tcp_target("echo")
+    n = start(netwine, t, "--bulk-threads", "3")
+    steady = [RawWs(n.host, n.port, path_to(t), ["binary"]) for _ in range(4)]
+    droppers = [RawWs(n.host, n.port, path_to(t), ["binary"]) for _ in range(4)]
+    datas = [pattern_bytes(16 * MiB + i * 1001, seed=40 + i) for i in range(len(steady))]
+    results = [None] * len(steady)
+
+    def run_steady(i):
+        ws, data = steady[i], datas[i]
+        sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[k:k + 65536])
+                                                  for k in range(0, len(data), 65536)], daemon=True)
+        sender.start()
+        got = bytearray()
+        while len(got) < len(data):
+            got += ws.recv_message()[1]
+        sender.join(30)
+        results[i] = bytes(got) == data
+
+    def run_dropper(ws, cut_after, keep_reading):
+        block = encode_frame(OP_BINARY, pattern_bytes(65536, seed=7))
+        sent = 0
+        stop_reading = threading.Event()
+
+        def reader():
+            try:
+                while not stop_reading.is_set():
+                    ws.recv_frame()
+            except (OSError, EOFError):
+                pass
+
+        r = threading.Thread(target=reader, daemon=True)
+        r.start()
+        try:
+            while sent < cut_after:
+                if sent > cut_after // 2 and not keep_reading:
+                    stop_reading.set()
+                ws.sock.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass
+        ws.abort()
+
+    runners = [threading.Thread(target=run_steady, args=(i,), daemon=True) for i in range(len(steady))]
+    runners += [threading.Thread(target=run_dropper,
+                                 args=(ws, rnd.randint(2, 12) * MiB, i % 2 == 0), daemon=True)
+                for i, ws in enumerate(droppers)]
+    for th in runners:
+        th.start()
+    for th in runners:
+        th.join(90)
+    assert results == [True] * len(steady)
+    assert metric(n, "netwine_bulk_loans_total") >= 1
+    for ws in steady:
+        ws.send(OP_CLOSE, close_payload(1000))
+        assert ws.expect_close() == (1000, "")
+    assert wait_for(lambda: status(n)["sessions"] == [], timeout=20), status(n)
+    assert metric(n, "netwine_bulk_relays") == 0
+    # Still serving.
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    ws.send(OP_BINARY, b"still here")
+    assert ws.recv_message() == (OP_BINARY, b"still here")
