@@ -203,8 +203,8 @@ const std::vector<Option>& options() {
        integer(&Config::threads, 0, 64)},
       {"bulk-threads", Kind::Int, "64",
        "busy binary WebSockets relayed at once by a thread of their own, the way socat relays (fewer CPU "
-       "seconds per byte than an event loop); each goes back to its event loop after 0.25 s without bytes. "
-       "0 turns this off",
+       "seconds per byte than an event loop); each goes back to its event loop after 0.25 s without bytes "
+       "or a second under 1 MiB. 0 turns this off",
        integer(&Config::bulk_threads, 0, 4096)},
       {"connect-timeout", Kind::Duration, "10", "give up connecting to a target after it (504)",
        duration(&Config::connect_timeout, 0.1, kDay)},

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,12 @@ constexpr size_t kReadBudget = 256 * 1024;
 // Largest binary message made from target bytes (as on the event loop).
 constexpr size_t kMaxDataMessage = 256 * 1024;
 
+int64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
 }  // namespace
 
 std::atomic<int> BulkRelay::active_{0};
@@ -27,6 +34,7 @@ const char* BulkRelay::describe(Why why) {
   switch (why) {
     case Why::Stopped: return "taken back";
     case Why::Idle: return "idle";
+    case Why::Slow: return "no longer busy";
     case Why::ClientClosed: return "the client's Close";
     case Why::ProtocolError: return "a protocol error";
     case Why::SocketEnded: return "a socket ended";
@@ -127,6 +135,7 @@ void BulkRelay::run() {
   frame_target_bytes();
   bool ok = flush(b_.to_target, target_fd_) && flush(b_.to_client, client_fd_);
   if (!ok) result_.why = Why::SocketEnded;
+  window_start_ms_ = now_ms();
   while (ok) {
     size_t up_queued = evbuffer_get_length(b_.to_target);
     size_t down_queued = evbuffer_get_length(b_.to_client);
@@ -160,16 +169,33 @@ void BulkRelay::run() {
       result_.why = Why::SocketEnded;
       break;
     }
+    if (!still_busy()) {
+      result_.why = Why::Slow;
+      break;
+    }
   }
   if (!stopping_.load(std::memory_order_relaxed) && on_finished_) on_finished_();
 }
 
+// False once a whole second has moved fewer than min_bytes.
+bool BulkRelay::still_busy() {
+  if (limits_.min_bytes == 0) return true;
+  int64_t now = now_ms();
+  if (now - window_start_ms_ < 1000) return true;
+  bool busy = window_bytes_ >= limits_.min_bytes;
+  window_start_ms_ = now;
+  window_bytes_ = 0;
+  return busy;
+}
+
 // Reads what the client sent and decodes it. False (with result_ set) ends the loan.
 bool BulkRelay::read_client() {
-  if (sockio::read_more(client_fd_, b_.from_client, kReadBudget) == 0) {
+  size_t got = sockio::read_more(client_fd_, b_.from_client, kReadBudget);
+  if (got == 0) {
     result_.why = Why::SocketEnded;  // its end, or an error: the bufferevent reads it again
     return false;
   }
+  window_bytes_ += got;
   Feeder feeder(*this);
   evbuffer* in = b_.from_client;
   while (evbuffer_get_length(in) > 0) {
@@ -207,6 +233,7 @@ bool BulkRelay::read_target() {
     return false;
   }
   counters_.down.fetch_add(got, std::memory_order_relaxed);
+  window_bytes_ += got;
   frame_target_bytes();
   return true;
 }

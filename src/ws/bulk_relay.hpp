@@ -12,7 +12,8 @@
 // queue, frames target data into binary messages, and answers Pings. Everything
 // else ends the loan: a Close or a protocol error from the client, an end or an
 // error on either socket (left unread for the event loop's bufferevent to find),
-// no bytes for `idle_ms`, or stop() from the loop. The loop then takes the
+// no bytes for `idle_ms` (or too few in a second: a trickle does not keep a
+// place that a busy connection could use), or stop() from the loop. The loop then takes the
 // buffers back and goes on with its usual code, so closing handshakes, timeouts,
 // drains and errors have one implementation.
 //
@@ -41,6 +42,7 @@ class BulkRelay {
   enum class Why {
     Stopped,        // stop() asked
     Idle,           // no bytes either way for idle_ms
+    Slow,           // fewer than min_bytes in a second: no longer busy, so its place is free
     ClientClosed,   // the client's Close frame arrived (code in `code`)
     ProtocolError,  // the client broke RFC 6455 (code and reason to fail with)
     SocketEnded,    // a socket reached its end or failed: for the loop to read
@@ -64,6 +66,7 @@ class BulkRelay {
     size_t to_target;   // stop reading the client while this much waits for the target
     size_t to_client;   // stop reading the target while this much waits for the client
     int idle_ms;        // give the connection back after this long without bytes
+    size_t min_bytes;   // ... or after a second in which fewer bytes moved (0: never)
   };
 
   // `on_finished` runs on the relay thread when it stops by itself (not after
@@ -93,6 +96,7 @@ class BulkRelay {
   void run();
   bool read_client();
   bool read_target();
+  bool still_busy();
   bool flush(evbuffer* out, evutil_socket_t fd);
   void frame_target_bytes();
 
@@ -107,6 +111,8 @@ class BulkRelay {
   std::thread thread_;
   bool joined_ = true;
   Result result_;
+  int64_t window_start_ms_ = 0;  // the busy check's current second, and its bytes
+  size_t window_bytes_ = 0;
 
   static std::atomic<int> active_;
   static std::atomic<uint64_t> loans_;

@@ -65,8 +65,10 @@ constexpr double kCloseTimeoutSeconds = 5.0;
 // is lent to a relay thread of its own (bulk_relay.hpp), under --bulk-threads.
 constexpr size_t kBulkBytes = 2 * 1024 * 1024;
 constexpr double kBulkWindow = 0.1;
-// ... which gives it back after this long without a byte either way.
+// ... which gives it back after this long without a byte either way, or after a
+// second in which fewer than kBulkKeepBytes moved (a trickle keeps no place).
 constexpr int kBulkIdleMs = 250;
+constexpr size_t kBulkKeepBytes = 1024 * 1024;
 // netwine.v1: the offset header of a data message.
 constexpr size_t kOffsetHeader = 8;
 // netwine.v1: the longest text message we accept ("A " + 20 digits, with room).
@@ -964,7 +966,8 @@ void WsConnection::maybe_lend() {
   bulk_ = std::make_unique<BulkRelay>(
       raw_fd_, target_fd, decoder_,
       BulkRelay::Buffers{rx_.get(), to_target_.get(), from_target_.get(), to_client_.get()},
-      BulkRelay::Limits{static_cast<size_t>(m_.config().session_buffer), kOutputHighWater, kBulkIdleMs},
+      BulkRelay::Limits{static_cast<size_t>(m_.config().session_buffer), kOutputHighWater, kBulkIdleMs,
+                        kBulkKeepBytes},
       *lent_counts_, [done] { event_active(done, EV_READ, 0); });
   if (!bulk_->start()) {
     log::warn("websocket ", peer_, ": no relay thread could be started; relaying on the event loop");

@@ -65,10 +65,17 @@ class Flood(Source):
         super().__init__()
         self.limit = limit
         self.ended = threading.Event()
+        self.trickle = threading.Event()  # once set: one byte every 20 ms
 
     def __call__(self, conn):
         try:
             while not self.stop.is_set():
+                if self.trickle.is_set():
+                    pos = self.sent % len(BLOCK)
+                    conn.sendall(BLOCK[pos:pos + 1])
+                    self.sent += 1
+                    time.sleep(0.02)  # the trickle's pace
+                    continue
                 block = BLOCK
                 if self.limit is not None:
                     if self.sent >= self.limit:
@@ -169,6 +176,19 @@ def test_status_shows_the_loan_and_bytes_keep_counting(netwine, tcp_target):
     assert r.close and r.close[0] == 1000
     assert in_order(r.data)
     assert wait_for(lambda: metric(n, "netwine_bulk_relays") == 0)
+
+
+def test_a_trickle_goes_back_to_its_loop_and_keeps_flowing(netwine, tcp_target):
+    flood, n, ws, r = lent_flood(netwine, tcp_target)
+    flood.trickle.set()  # never silent for 0.25 s, but far under 1 MiB a second
+    assert wait_for(lambda: bulk_flags(n) == [False])
+    before = len(r.data)
+    assert wait_for(lambda: len(r.data) > before + 10)  # still relayed, now by the loop
+    flood.stop.set()
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(10)
+    assert r.close and r.close[0] == 1000
+    assert in_order(r.data)
 
 
 def test_a_ping_is_answered_by_the_relay_thread_between_data_messages(netwine, tcp_target):

@@ -129,10 +129,10 @@ struct Rig {
   bool finished = false;
   BulkRelay relay;
 
-  explicit Rig(int idle_ms = 5000)
+  explicit Rig(int idle_ms = 5000, size_t min_bytes = 0)
       : relay(client.ours, target.ours, decoder,
               BulkRelay::Buffers{from_client.get(), to_target.get(), from_target.get(), to_client.get()},
-              BulkRelay::Limits{1 << 20, 1 << 20, idle_ms}, counters, [this] {
+              BulkRelay::Limits{1 << 20, 1 << 20, idle_ms, min_bytes}, counters, [this] {
                 std::lock_guard<std::mutex> lock(mu);
                 finished = true;
                 cv.notify_all();
@@ -268,6 +268,24 @@ TEST_CASE("BulkRelay gives the connection back after idle_ms without bytes, and 
     CHECK(rig.relay.stop().why == BulkRelay::Why::Stopped);
     CHECK_FALSE(rig.finished);  // stop() does not call on_finished
   }
+}
+
+TEST_CASE("BulkRelay gives a trickle back: fewer than min_bytes in a second") {
+  Rig rig(5000, 64 * 1024);
+  REQUIRE(rig.relay.start());
+  // A byte every 20 ms: never idle for idle_ms, far under 64 KiB a second.
+  std::atomic<bool> done{false};
+  std::thread trickle([&] {
+    for (int i = 0; i < 200 && !done; ++i) {
+      write_all(rig.target.theirs, {static_cast<uint8_t>(i)});
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the trickle's pace, not a wait for a result
+    }
+  });
+  bool finished = rig.wait_finished();
+  done = true;
+  trickle.join();
+  REQUIRE(finished);
+  CHECK(rig.relay.stop().why == BulkRelay::Why::Slow);
 }
 
 TEST_CASE("BulkRelay::reserve() never hands out more places than asked") {
