@@ -128,6 +128,21 @@ def lent_flood(netwine, tcp_target):
     return flood, n, ws, r
 
 
+def echo_exactly(ws, data, piece=65536):
+    """Sends `data` in messages of `piece` bytes from a thread while reading the echo
+    here; True if every byte came back as sent."""
+    sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[k:k + piece])
+                                              for k in range(0, len(data), piece)], daemon=True)
+    sender.start()
+    got = bytearray()
+    while len(got) < len(data):
+        op, payload = ws.recv_message()
+        assert op == OP_BINARY
+        got += payload
+    sender.join(30)
+    return bytes(got) == data
+
+
 def in_order(data, offset=0):
     """True if `data` is the flood's stream from `offset` on: no byte lost, doubled or moved."""
     pos = offset % len(BLOCK)
@@ -145,17 +160,7 @@ def test_a_busy_echo_is_lent_to_a_thread_and_every_byte_comes_back_in_order(netw
     t = tcp_target("echo")
     n = start(netwine, t)
     ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    data = pattern_bytes(48 * MiB, seed=5)
-    sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[i:i + 65536])
-                                              for i in range(0, len(data), 65536)], daemon=True)
-    sender.start()
-    got = bytearray()
-    while len(got) < len(data):
-        op, payload = ws.recv_message()
-        assert op == OP_BINARY
-        got += payload
-    sender.join(30)
-    assert bytes(got) == data
+    assert echo_exactly(ws, pattern_bytes(48 * MiB, seed=5))
     assert metric(n, "netwine_bulk_loans_total") >= 1
     # Back on its loop after 0.25 s without bytes, and still relaying there.
     assert wait_for(lambda: bulk_flags(n) == [False])
@@ -317,15 +322,7 @@ def test_several_busy_echoes_on_every_loop_stay_byte_exact(netwine, tcp_target, 
     results = [None] * len(clients)
 
     def run(i):
-        ws, data = clients[i], datas[i]
-        sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[k:k + 100_000])
-                                                  for k in range(0, len(data), 100_000)], daemon=True)
-        sender.start()
-        got = bytearray()
-        while len(got) < len(data):
-            got += ws.recv_message()[1]
-        sender.join(30)
-        results[i] = bytes(got) == data
+        results[i] = echo_exactly(clients[i], datas[i], piece=100_000)
 
     runners = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(clients))]
     for th in runners:
@@ -350,15 +347,7 @@ def test_clients_dropping_mid_loan_leave_the_others_byte_exact(netwine, tcp_targ
     results = [None] * len(steady)
 
     def run_steady(i):
-        ws, data = steady[i], datas[i]
-        sender = threading.Thread(target=lambda: [ws.send(OP_BINARY, data[k:k + 65536])
-                                                  for k in range(0, len(data), 65536)], daemon=True)
-        sender.start()
-        got = bytearray()
-        while len(got) < len(data):
-            got += ws.recv_message()[1]
-        sender.join(30)
-        results[i] = bytes(got) == data
+        results[i] = echo_exactly(steady[i], datas[i])
 
     def run_dropper(ws, cut_after, keep_reading):
         block = encode_frame(OP_BINARY, pattern_bytes(65536, seed=7))
