@@ -403,18 +403,21 @@ class CpuMeter {
     srv0_ = read_proc_tree(pid_).cpu_s;
     tgt0_ = read_proc_tree(tpid_).cpu_s;
   }
-  // " client_cpu=..% server_cpu=..% target_cpu=..%" (the last two with --pid/--tpid).
+  // " client_cpu=..% client_cpu_s=.. server_cpu=..% server_cpu_s=.. target_cpu=..% target_cpu_s=.."
+  // (the server and target fields with --pid/--tpid; *_s are CPU seconds).
   std::string stop() const {
     double dt = std::max(1e-9, now_s() - t0_);
     char b[256];
-    int n = std::snprintf(b, sizeof b, " client_cpu=%.0f", (self_cpu_s() - self0_) / dt * 100);
+    double c = self_cpu_s() - self0_;
+    int n = std::snprintf(b, sizeof b, " client_cpu=%.0f client_cpu_s=%.3f", c / dt * 100, c);
     if (pid_ > 0) {
       double d = read_proc_tree(pid_).cpu_s - srv0_;
       n += std::snprintf(b + n, sizeof b - static_cast<size_t>(n), " server_cpu=%.0f server_cpu_s=%.3f", d / dt * 100, d);
     }
-    if (tpid_ > 0)
-      std::snprintf(b + n, sizeof b - static_cast<size_t>(n), " target_cpu=%.0f",
-                    (read_proc_tree(tpid_).cpu_s - tgt0_) / dt * 100);
+    if (tpid_ > 0) {
+      double d = read_proc_tree(tpid_).cpu_s - tgt0_;
+      std::snprintf(b + n, sizeof b - static_cast<size_t>(n), " target_cpu=%.0f target_cpu_s=%.3f", d / dt * 100, d);
+    }
     return b;
   }
 

@@ -24,7 +24,10 @@ ROWS = [
     ("WS 1 KiB x 8 conns, MB/s", "tput1k_c8", "MBps", "higher"),
     ("upstream only, 64 KiB x 1 conn to a sink, MB/s", "up64k_c1", "MBps", "higher"),
     ("downstream only, 1 conn from a source, MB/s", "down_c1", "MBps", "higher"),
+    ("bridge CPU-s per GB (64 KiB x 1)", "tput64k_c1", "cpu_s_per_gb", "lower"),
     ("bridge CPU-s per GB (64 KiB x 8)", "tput64k_c8", "cpu_s_per_gb", "lower"),
+    ("client+bridge+target CPU-s per GB (64 KiB x 1)", "tput64k_c1", "all_cpu_s_per_gb", "lower"),
+    ("client+bridge+target CPU-s per GB (64 KiB x 8)", "tput64k_c8", "all_cpu_s_per_gb", "lower"),
     ("latency p50 us (unpinned)", "lat", "p50_us", "lower"),
     ("latency p99 us (unpinned)", "lat", "p99_us", "lower"),
     ("latency p50 us (all on CPU0)", "lat_cpu0", "p50_us", "lower"),
@@ -65,6 +68,13 @@ def parse(path):
                     pass
             if "server_cpu_s" in kv and "bytes" in kv and float(kv["bytes"]) > 0:
                 data[(t, test, "cpu_s_per_gb")].append(float(kv["server_cpu_s"]) / (float(kv["bytes"]) / 1e9))
+            # Loopback TCP work (segmenting, delivery, ACKs) runs in whichever process's
+            # system call or softirq triggers it, so it moves between client, bridge and
+            # target with timing; the sum over all three is what relaying a GB costs the
+            # machine. For raw (no bridge) it is the client and target alone.
+            if "client_cpu_s" in kv and "target_cpu_s" in kv and float(kv.get("bytes", 0)) > 0:
+                total = sum(float(kv.get(k, 0)) for k in ("client_cpu_s", "server_cpu_s", "target_cpu_s"))
+                data[(t, test, "all_cpu_s_per_gb")].append(total / (float(kv["bytes"]) / 1e9))
     return data, errors
 
 
