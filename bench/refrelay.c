@@ -16,7 +16,11 @@
  *     copy     as threads, without the extra pass (what socat does)
  *     poll     a thread per connection poll()ing both non-blocking sockets (socat's
  *              own structure: select() in a process per connection), with the
- *              extra pass; what is read is written at once (netwine's bulk threads)
+ *              extra pass; what is read is written at once
+ *     poll2    as threads (a thread per direction, the extra pass upstream), but the
+ *              sockets are non-blocking and each read or stalled write first waits
+ *              in poll() on the socket and an eventfd (what a relay thread that the
+ *              event loop can take back must do; netwine's bulk threads)
  *
  * Loopback only (binds 127.0.0.1). Each connection lives until either side
  * closes; there are no timeouts: it is a benchmark fixture.
@@ -35,11 +39,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 enum { kBuf = 256 * 1024 };
-enum mode { EPOLL, THREADS, SPLICE, COPY, POLL };
+enum mode { EPOLL, THREADS, SPLICE, COPY, POLL, POLL2 };
 static enum mode g_mode;
 static int g_target_port;
 
@@ -76,9 +81,23 @@ struct dir {
   int *refs; /* shared by the two directions: the last one out closes both fds */
 };
 
+/* poll2: waits until `fd` is ready for `events`, or `wake` is signalled (never, here). */
+static int wait_for(int fd, short events, int wake) {
+  struct pollfd p[2] = {{fd, events, 0}, {wake, POLLIN, 0}};
+  while (poll(p, 2, -1) < 0)
+    if (errno != EINTR) return -1;
+  return (p[1].revents & POLLIN) ? -1 : 0;
+}
+
+static __thread int t_wake = -1; /* poll2: this direction's eventfd */
+
 static int write_all(int fd, const unsigned char *p, size_t n) {
   while (n > 0) {
     ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EAGAIN && t_wake >= 0) {
+      if (wait_for(fd, POLLOUT, t_wake) != 0) return -1;
+      continue;
+    }
     if (w <= 0) return -1;
     p += w;
     n -= (size_t)w;
@@ -108,13 +127,22 @@ static void *pump(void *arg) {
     }
   } else {
     unsigned char *buf = malloc(kBuf);
+    if (g_mode == POLL2) {
+      t_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      fcntl(d.from, F_SETFL, O_NONBLOCK);
+    }
     for (;;) {
       ssize_t n = read(d.from, buf, kBuf);
+      if (n < 0 && errno == EAGAIN && t_wake >= 0) {
+        if (wait_for(d.from, POLLIN, t_wake) != 0) break;
+        continue;
+      }
       if (n <= 0) break;
       if (d.upstream && g_mode != COPY) extra_pass(buf, (size_t)n);
       if (write_all(d.to, buf, (size_t)n) != 0) break;
     }
     free(buf);
+    if (t_wake >= 0) close(t_wake);
   }
   shutdown(d.to, SHUT_WR);
   shutdown(d.from, SHUT_RD);
@@ -321,7 +349,7 @@ static void run_epoll(int ls) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: refrelay LISTEN_PORT TARGET_PORT epoll|threads|splice|copy|poll\n");
+    fprintf(stderr, "usage: refrelay LISTEN_PORT TARGET_PORT epoll|threads|splice|copy|poll|poll2\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -332,6 +360,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(argv[3], "splice")) g_mode = SPLICE;
   else if (!strcmp(argv[3], "copy")) g_mode = COPY;
   else if (!strcmp(argv[3], "poll")) g_mode = POLL;
+  else if (!strcmp(argv[3], "poll2")) g_mode = POLL2;
   else {
     fprintf(stderr, "refrelay: unknown mode %s\n", argv[3]);
     return 2;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — netwine side by side with socat and websockify, in one run.
 #
-#   bash bench/run.sh                 # about 3-4 minutes with the defaults
+#   bash bench/run.sh                 # about 12 minutes with the defaults
 #   REPS=5 PIN=split bash bench/run.sh
 #
 # What it does: builds netwine and nwbench (release, $BUILD), copies the netwine
@@ -16,7 +16,8 @@
 # writes results.txt (one key=value line per run), table.md and logs to $OUT.
 #
 # Knobs (defaults in brackets):
-#   REPS [3]  TPUT_SECS [1]  LAT_SECS [1]  K [500] (idle connections, every bridge)
+#   REPS [3]  TPUT_SECS [3] (a WebSocket is lent to a bulk thread after its first
+#            ~0.1 s on a loop: a 1 s run weighs that start 3x more)  LAT_SECS [1]  K [500] (idle connections, every bridge)
 #   K_WS [10000] (idle WebSocket sessions held by netwine alone: test hold_ws)
 #   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
@@ -36,7 +37,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
 [ -d "$SHARED_BENCH" ] || SHARED_BENCH=/work/shared/bench
 REPS=${REPS:-3}
-TPUT_SECS=${TPUT_SECS:-1}
+TPUT_SECS=${TPUT_SECS:-3}
 LAT_SECS=${LAT_SECS:-1}
 K=${K:-500}
 K_WS_WANTED=${K_WS:-10000}
@@ -296,9 +297,13 @@ run_test() { # REP TARGET TEST
     local n0=0
     [ -n "$pid" ] && n0=$(nprocs_group "$pid")
     local out rc
+    # TCP segments sent machine-wide during the test (nstat, iproute2): a count the
+    # host's noise does not move, to compare the packets relays cause per byte.
+    $HAVE_NSTAT && nstat -n >/dev/null 2>&1
     out=$("${pre[@]}" timeout 120 "$NWB" "${args[@]}" "${common[@]}" 2>>"$OUT/client.err")
     rc=$?
     [ -z "$out" ] && out="ok=0 error=rc$rc"
+    $HAVE_NSTAT && out="$out tcp_out_segs=$(nstat TcpOutSegs 2>/dev/null | awk '$1 == "TcpOutSegs" {print $2}')"
     echo "rep=$rep target=$t test=$test rc=$rc $out" >>"$OUT/results.txt"
     printf '  %-10s %-10s rc=%d %s\n' "$t" "$test" "$rc" \
         "$(printf '%s' "$out" | grep -oE '(MBps|p50_us|p99_us|connps|sessps|rtps|kb_per_conn|tree_pss_kb_per_conn|error)=[^ ]*' | tr '\n' ' ')" >&2
@@ -315,6 +320,8 @@ run_test() { # REP TARGET TEST
     sleep 0.2
 }
 
+HAVE_NSTAT=false
+command -v nstat >/dev/null && HAVE_NSTAT=true
 T0=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
     n=${#ORDER[@]}

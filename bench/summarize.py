@@ -28,6 +28,7 @@ ROWS = [
     ("bridge CPU-s per GB (64 KiB x 8)", "tput64k_c8", "cpu_s_per_gb", "lower"),
     ("client+bridge+target CPU-s per GB (64 KiB x 1)", "tput64k_c1", "all_cpu_s_per_gb", "lower"),
     ("client+bridge+target CPU-s per GB (64 KiB x 8)", "tput64k_c8", "all_cpu_s_per_gb", "lower"),
+    ("TCP segments sent per MB echoed (64 KiB x 8, all processes)", "tput64k_c8", "segs_per_mb", "lower"),
     ("latency p50 us (unpinned)", "lat", "p50_us", "lower"),
     ("latency p99 us (unpinned)", "lat", "p99_us", "lower"),
     ("latency p50 us (all on CPU0)", "lat_cpu0", "p50_us", "lower"),
@@ -75,6 +76,8 @@ def parse(path):
             if "client_cpu_s" in kv and "target_cpu_s" in kv and float(kv.get("bytes", 0)) > 0:
                 total = sum(float(kv.get(k, 0)) for k in ("client_cpu_s", "server_cpu_s", "target_cpu_s"))
                 data[(t, test, "all_cpu_s_per_gb")].append(total / (float(kv["bytes"]) / 1e9))
+            if kv.get("tcp_out_segs", "").isdigit() and float(kv.get("bytes", 0)) > 0:
+                data[(t, test, "segs_per_mb")].append(int(kv["tcp_out_segs"]) / (float(kv["bytes"]) / 1e6))
     return data, errors
 
 
