@@ -273,6 +273,7 @@ void Manager::handle(evhttp_request* req, std::string_view rest) {
     http::send_json_error(req, 405, "method_not_allowed", "wrong method for this endpoint");
     return;
   }
+  s->reclaim();  // from a WebSocket's relay thread, if it has the session (bulk_relay.hpp)
   if (verb == "stream") return handle_stream(*this, req, *s);
   if (verb == "poll") return handle_poll(*this, req, *s);
   if (verb == "send") return handle_send(*this, req, *s);

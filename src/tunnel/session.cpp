@@ -154,6 +154,7 @@ void Session::do_target_write() {
 // ------------------------------------------------------------- transport side
 
 std::string Session::attach(Transport* t, uint64_t ack_offset) {
+  reclaim();
   if (state_ == State::Ended) return "session has ended";
   // A new transport has not seen the close yet: it gets it again (close_delivered).
   retire_when_acked_ = false;
@@ -200,6 +201,7 @@ void Session::detach(Transport* t) {
 }
 
 size_t Session::pull(evbuffer* out, size_t max) {
+  reclaim();
   size_t n = std::min(max, unsent());
   if (n == 0) return 0;
   if (!resumable_) {
@@ -219,6 +221,7 @@ size_t Session::pull(evbuffer* out, size_t max) {
 }
 
 size_t Session::pull(uint8_t* out, size_t max) {
+  reclaim();
   size_t n = std::min(max, unsent());
   if (n == 0) return 0;
   evbuffer_copyout(down_.get(), out, n);
@@ -239,6 +242,7 @@ void Session::advance_sent(size_t n) {
 }
 
 bool Session::ack(uint64_t ack_offset) {
+  reclaim();
   auto d = decide_ack(down_base_, down_max_sent_, ack_offset);
   if (d.kind == AckDecision::Kind::Invalid) return false;
   if (d.kind == AckDecision::Kind::Advance) {
@@ -269,6 +273,7 @@ void Session::close_delivered() {
 }
 
 Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint64_t& next) {
+  reclaim();
   size_t len = evbuffer_get_length(data);
   next = up_next_;
   if (state_ == State::Ending || state_ == State::Ended || client_closing_) {
@@ -292,6 +297,7 @@ Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint
 
 Session::SendStatus Session::send_upstream(uint64_t offset, const uint8_t* data, size_t len,
                                            uint64_t& next) {
+  reclaim();
   next = up_next_;
   if (state_ == State::Ending || state_ == State::Ended || client_closing_) return SendStatus::Closed;
   auto d = decide_upstream(up_next_, offset, len);
@@ -306,6 +312,7 @@ Session::SendStatus Session::send_upstream(uint64_t offset, const uint8_t* data,
 
 Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t len, const uint8_t key[4],
                                                   size_t mask_offset) {
+  reclaim();
   if (state_ == State::Ending || state_ == State::Ended || client_closing_) return SendStatus::Closed;
   if (len == 0) return SendStatus::Duplicate;
   evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
@@ -324,6 +331,7 @@ bool Session::upstream_full() const {
 }
 
 void Session::client_close() {
+  reclaim();
   if (state_ == State::Ended) return;
   client_closing_ = true;
   if (state_ != State::Ending) {
@@ -395,7 +403,7 @@ void Session::drop_target() {
 
 void Session::end(int code, const std::string& reason) {
   if (state_ == State::Ending || state_ == State::Ended) return;
-  if (lent_ && transport_) transport_->reclaim();
+  reclaim();
   state_ = State::Ending;
   close_code_ = code;
   close_reason_ = reason;
@@ -410,12 +418,15 @@ void Session::end(int code, const std::string& reason) {
 // ------------------------------------------------------------ lending
 
 bool Session::lendable() const {
-  return state_ == State::Open && !resumable_ && !client_closing_ && target_ && target_fd_ >= 0 && transport_ &&
-         !lent_;
+  // A resumable session is lent once every kept byte has been (re)sent on this
+  // transport: the thread then keeps [down_base_, down_sent_) alone.
+  return state_ == State::Open && !client_closing_ && target_ && target_fd_ >= 0 && transport_ && !lent_ &&
+         !room_waiter_ && (!resumable_ || down_sent_ == down_max_sent_);
 }
 
-evutil_socket_t Session::lend_target(evbuffer* to_target, evbuffer* from_target, LentCounters* counters) {
-  if (!lendable()) return -1;
+evutil_socket_t Session::lend_target(evbuffer* to_target, evbuffer* from_target, LentCounters* counters,
+                                     LentOffsets* offsets) {
+  if (!lendable() || (resumable_ && !offsets)) return -1;
   bufferevent* bev = target_.get();
   bufferevent_disable(bev, EV_READ | EV_WRITE);
   sockio::take_output(bev, to_target);
@@ -423,9 +434,12 @@ evutil_socket_t Session::lend_target(evbuffer* to_target, evbuffer* from_target,
   evbuffer_add_buffer(from_target, down_.get());
   down_end_ += evbuffer_get_length(bufferevent_get_input(bev));
   evbuffer_add_buffer(from_target, bufferevent_get_input(bev));
-  // Non-resumable: what the thread takes counts as sent, like pull() would.
-  down_base_ = down_sent_ = down_end_;
-  if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  if (resumable_) {
+    *offsets = {up_next_, down_sent_, down_base_, kept_.get()};
+  } else {  // what the thread takes counts as sent, like pull() would
+    down_base_ = down_sent_ = down_end_;
+    if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
+  }
   lent_ = counters;
   return target_fd_;
 }
@@ -437,7 +451,10 @@ void Session::take_target_back(evbuffer* to_target, evbuffer* from_target) {
   lent_ = nullptr;
   size_t unsent = evbuffer_get_length(from_target);
   evbuffer_add_buffer(down_.get(), from_target);
-  down_base_ = down_sent_ = down_end_ - unsent;
+  down_sent_ = down_end_ - unsent;
+  // The thread kept what it sent and drained what the client acknowledged
+  // (a session that is not resumable keeps nothing).
+  down_base_ = down_sent_ - evbuffer_get_length(kept_.get());
   if (down_sent_ > down_max_sent_) down_max_sent_ = down_sent_;
   if (!target_) return;
   evbuffer_add_buffer(bufferevent_get_output(target_.get()), to_target);

@@ -38,7 +38,7 @@ constexpr int kReplaced = 4002;       // another transport took the session over
 // What a thread relaying a lent session (ws/bulk_relay.hpp) has moved so far;
 // status and metrics read it while the thread runs.
 struct LentCounters {
-  std::atomic<uint64_t> up{0};    // client bytes queued for the target
+  std::atomic<uint64_t> up{0};    // client bytes queued for the target (new ones: duplicates skipped)
   std::atomic<uint64_t> down{0};  // bytes read from the target
 };
 
@@ -145,15 +145,30 @@ class Session {
 
   // The client closes: flush upstream, shut the target's write side, end.
   // Bulk relaying (ws/bulk_relay.hpp): a thread of the transport's relays the
-  // bytes of an open, non-resumable session with a plain target socket for a
-  // while. lend_target() stops the target's bufferevent, moves what is queued for
-  // the target to `to_target` and the unsent target bytes to `from_target`, and
-  // returns the socket (-1: not lendable). Until take_target_back() the session's
-  // buffers and target are not touched; byte counts include `counters`.
+  // bytes of an open session with a plain target socket for a while.
+  // lend_target() stops the target's bufferevent, moves what is queued for the
+  // target to `to_target` and the unsent target bytes to `from_target`, and
+  // returns the socket (-1: not lendable). A resumable session also lends its
+  // offsets and kept bytes (`offsets`): the thread sends with offsets, keeps what
+  // it sends in `kept` and drops what the client acknowledges. Until
+  // take_target_back() the loop touches none of it: every method that would
+  // calls reclaim() first. Byte counts include `counters`.
+  struct LentOffsets {
+    uint64_t up_next = 0;      // the next upstream offset the target gets
+    uint64_t down_sent = 0;    // offset of the first byte in from_target
+    uint64_t down_base = 0;    // offset of the oldest kept byte
+    evbuffer* kept = nullptr;  // [down_base, down_sent): sent, not yet acknowledged
+  };
   bool lendable() const;
-  evutil_socket_t lend_target(evbuffer* to_target, evbuffer* from_target, LentCounters* counters);
+  evutil_socket_t lend_target(evbuffer* to_target, evbuffer* from_target, LentCounters* counters,
+                              LentOffsets* offsets = nullptr);
   void take_target_back(evbuffer* to_target, evbuffer* from_target);
   bool lent() const { return lent_ != nullptr; }
+  // The loop is about to use what is lent (a request for the session, an end):
+  // the transport takes it back from its relay thread first.
+  void reclaim() {
+    if (lent_ && transport_) transport_->reclaim();
+  }
 
   void client_close();
   // End with `code`/`reason` (server shutdown, idle timeout, target error).

@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "sockio.hpp"
+#include "tunnel/offsets.hpp"
 
 namespace netwine::ws {
 namespace {
@@ -51,27 +52,56 @@ bool BulkRelay::reserve(int max) {
 }
 
 // Decoder events on the relay thread: data goes to the target's queue, Pings are
-// answered, a Close or an error ends the loan (the loop does the rest).
+// answered, netwine.v1 offsets and acknowledgements are applied; a Close or an
+// error ends the loan (the loop does the rest).
 class BulkRelay::Feeder final : public Handler {
  public:
   Feeder(BulkRelay& r) : r_(r) {}
 
-  void on_data(Opcode, std::span<const uint8_t> bytes) override {
+  void on_data(Opcode type, std::span<const uint8_t> bytes) override {
+    if (ended()) return;
+    if (r_.v1_) {  // text: binary comes through on_masked_data()
+      if (type == Opcode::Text) {
+        if (auto f = r_.v1_->reader->add_text(bytes)) failure = std::move(f);
+      }
+      return;
+    }
     evbuffer_add(r_.b_.to_target, bytes.data(), bytes.size());
     r_.counters_.up.fetch_add(bytes.size(), std::memory_order_relaxed);
   }
-  void on_masked_data(Opcode, std::span<uint8_t> masked, const uint8_t key[4], size_t offset) override {
-    evbuffer_iovec v;
-    if (evbuffer_reserve_space(r_.b_.to_target, static_cast<ev_ssize_t>(masked.size()), &v, 1) != 1) {
-      failed_alloc = true;
+  void on_masked_data(Opcode type, std::span<uint8_t> masked, const uint8_t key[4], size_t offset) override {
+    if (ended()) return;
+    if (!r_.v1_) {
+      to_target(masked.data(), masked.size(), key, offset);
+    } else if (type == Opcode::Binary) {
+      v1_data(masked, key, offset);
+    } else {
+      Handler::on_masked_data(type, masked, key, offset);
+    }
+  }
+  void on_message_end(Opcode type) override {
+    if (ended() || !r_.v1_) return;
+    v1::Reader& reader = *r_.v1_->reader;
+    if (type == Opcode::Binary) {
+      if (auto f = reader.end_binary()) failure = std::move(f);
       return;
     }
-    copy_masked(static_cast<uint8_t*>(v.iov_base), masked.data(), masked.size(), key, offset);
-    v.iov_len = masked.size();
-    evbuffer_commit_space(r_.b_.to_target, &v, 1);
-    r_.counters_.up.fetch_add(masked.size(), std::memory_order_relaxed);
+    auto ack = reader.end_text();
+    if (ack.failure) {
+      failure = std::move(ack.failure);
+      return;
+    }
+    // As Session::ack(): the client holds every byte before ack.offset.
+    auto& o = r_.v1_->offsets;
+    auto d = tunnel::decide_ack(o.down_base, o.down_sent, ack.offset);
+    if (d.kind == tunnel::AckDecision::Kind::Invalid) {
+      failure = v1::Failure{static_cast<uint16_t>(CloseCode::ProtocolError),
+                            v1::ack_past_reason(ack.offset, o.down_sent)};
+    } else if (d.kind == tunnel::AckDecision::Kind::Advance) {
+      evbuffer_drain(o.kept, static_cast<size_t>(d.drop));
+      o.down_base = ack.offset;
+    }
   }
-  void on_message_end(Opcode) override {}
   void on_ping(std::span<const uint8_t> payload) override {
     // RFC 6455 5.5.3. Frames in to_client are whole, so the Pong goes between messages.
     uint8_t head[kMaxHeader];
@@ -84,11 +114,54 @@ class BulkRelay::Feeder final : public Handler {
     close_code = code;
   }
 
+  bool ended() const { return closed || failed_alloc || failure; }
+
   bool closed = false;
   std::optional<uint16_t> close_code;
   bool failed_alloc = false;
+  std::optional<v1::Failure> failure;  // netwine.v1: what the client got wrong
+  bool applied = false;                // bytes were given to the target (v1 acknowledges them)
 
  private:
+  // Unmasks while copying into the target's queue (one pass).
+  void to_target(const uint8_t* masked, size_t len, const uint8_t key[4], size_t offset) {
+    evbuffer_iovec v;
+    if (evbuffer_reserve_space(r_.b_.to_target, static_cast<ev_ssize_t>(len), &v, 1) != 1) {
+      failed_alloc = true;
+      return;
+    }
+    copy_masked(static_cast<uint8_t*>(v.iov_base), masked, len, key, offset);
+    v.iov_len = len;
+    evbuffer_commit_space(r_.b_.to_target, &v, 1);
+    r_.counters_.up.fetch_add(len, std::memory_order_relaxed);
+    applied = true;
+  }
+
+  // A piece of a netwine.v1 data message: the rest of its offset header, then
+  // payload, of which only bytes past up_next go to the target (as
+  // Session::send_upstream() decides).
+  void v1_data(std::span<uint8_t> masked, const uint8_t key[4], size_t offset) {
+    V1& v = *r_.v1_;
+    size_t h = std::min(v.reader->header_missing(), masked.size());
+    if (h > 0) {
+      uint8_t head[v1::kOffsetHeader];
+      copy_masked(head, masked.data(), h, key, offset);
+      v.reader->take_header({head, h});
+    }
+    if (!v.reader->have_header() || h == masked.size()) return;
+    size_t len = masked.size() - h;
+    auto d = tunnel::decide_upstream(v.offsets.up_next, v.reader->offset(), len);
+    if (d.kind == tunnel::UpstreamDecision::Kind::Gap) {
+      failure = v1::Failure{v1::kCloseOffsetGap, v1::gap_reason(v.offsets.up_next)};
+      return;
+    }
+    v.reader->advance(len);
+    if (d.kind == tunnel::UpstreamDecision::Kind::Duplicate) return;  // a resumed client resending
+    auto skip = static_cast<size_t>(d.skip);
+    to_target(masked.data() + h + skip, len - skip, key, offset + h + skip);
+    if (!failed_alloc) v.offsets.up_next += len - skip;
+  }
+
   BulkRelay& r_;
 };
 
@@ -141,7 +214,10 @@ void BulkRelay::run() {
     size_t down_queued = evbuffer_get_length(b_.to_client);
     pollfd p[3] = {
         {client_fd_, static_cast<short>((up_queued < limits_.to_target ? POLLIN : 0) | (down_queued ? POLLOUT : 0)), 0},
-        {target_fd_, static_cast<short>((down_queued < limits_.to_client ? POLLIN : 0) | (up_queued ? POLLOUT : 0)), 0},
+        {target_fd_,
+         static_cast<short>((down_queued < limits_.to_client && target_room() > 0 ? POLLIN : 0) |
+                            (up_queued ? POLLOUT : 0)),
+         0},
         {wake_fd_, POLLIN, 0},
     };
     int n = ::poll(p, 3, limits_.idle_ms);
@@ -210,6 +286,11 @@ bool BulkRelay::read_client() {
         result_ = {Why::ProtocolError, static_cast<uint16_t>(err->code), err->reason};
         return false;
       }
+      if (feeder.failure) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        result_ = {Why::ProtocolError, feeder.failure->code, feeder.failure->reason};
+        return false;
+      }
       if (feeder.failed_alloc) {
         evbuffer_drain(in, evbuffer_get_length(in));
         result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
@@ -223,11 +304,20 @@ bool BulkRelay::read_client() {
     }
     evbuffer_drain(in, used);
   }
+  // netwine.v1: tell the client what the target has been given (as the loop does
+  // after each read), so it can forget those bytes.
+  if (v1_ && feeder.applied && v1_->offsets.up_next != v1_->up_ack_sent) {
+    v1_->up_ack_sent = v1_->offsets.up_next;
+    std::string text = v1::ack_text(v1_->up_ack_sent);
+    uint8_t head[kMaxHeader];
+    evbuffer_add(b_.to_client, head, encode_header(head, Opcode::Text, true, text.size(), nullptr));
+    evbuffer_add(b_.to_client, text.data(), text.size());
+  }
   return true;
 }
 
 bool BulkRelay::read_target() {
-  size_t got = sockio::read_more(target_fd_, b_.from_target, kReadBudget);
+  size_t got = sockio::read_more(target_fd_, b_.from_target, std::min(kReadBudget, target_room()));
   if (got == 0) {
     result_.why = Why::SocketEnded;
     return false;
@@ -240,13 +330,42 @@ bool BulkRelay::read_target() {
 
 // Every target byte read becomes part of a binary message at once, so the
 // client's queue holds only whole frames (a Pong may go between any two).
+// netwine.v1: each message starts with its offset, and its bytes are kept until
+// the client acknowledges them (copied out, then moved to kept: Session::pull()).
 void BulkRelay::frame_target_bytes() {
   while (size_t len = evbuffer_get_length(b_.from_target)) {
     size_t n = std::min(len, kMaxDataMessage);
     uint8_t head[kMaxHeader];
-    evbuffer_add(b_.to_client, head, encode_header(head, Opcode::Binary, true, n, nullptr));
-    evbuffer_remove_buffer(b_.from_target, b_.to_client, n);  // moves whole chains
+    if (!v1_) {
+      evbuffer_add(b_.to_client, head, encode_header(head, Opcode::Binary, true, n, nullptr));
+      evbuffer_remove_buffer(b_.from_target, b_.to_client, n);  // moves whole chains
+      continue;
+    }
+    // Header, offset and bytes in one reservation: if it fails, nothing was
+    // added and the bytes stay unframed (the loop frames them after the loan).
+    auto& o = v1_->offsets;
+    size_t h = encode_header(head, Opcode::Binary, true, v1::kOffsetHeader + n, nullptr);
+    evbuffer_iovec v;
+    if (evbuffer_reserve_space(b_.to_client, static_cast<ev_ssize_t>(h + v1::kOffsetHeader + n), &v, 1) != 1)
+      return;
+    auto* p = static_cast<uint8_t*>(v.iov_base);
+    std::copy_n(head, h, p);
+    v1::put_offset(p + h, o.down_sent);
+    evbuffer_copyout(b_.from_target, p + h + v1::kOffsetHeader, n);
+    v.iov_len = h + v1::kOffsetHeader + n;
+    evbuffer_commit_space(b_.to_client, &v, 1);
+    evbuffer_remove_buffer(b_.from_target, o.kept, n);
+    o.down_sent += n;
   }
+}
+
+// How many more target bytes may be read: netwine.v1 keeps what it sent until
+// the client acknowledges it, and reads no more once session-buffer bytes wait
+// (Session::update_target_reading()).
+size_t BulkRelay::target_room() const {
+  if (!v1_) return kReadBudget;
+  size_t held = evbuffer_get_length(v1_->offsets.kept) + evbuffer_get_length(b_.from_target);
+  return held < v1_->keep_limit ? v1_->keep_limit - held : 0;
 }
 
 // Writes what the socket takes now. False on an error other than "full".

@@ -1,4 +1,4 @@
-// Bulk relaying: a thread of its own relays one busy binary WebSocket for a while.
+// Bulk relaying: a thread of its own relays one busy WebSocket for a while.
 //
 // Why: on an event loop every wake-up serves many sockets a little; a relay that
 // is the bottleneck then pays more kernel work per byte (docs/PERFORMANCE.md, "The
@@ -7,6 +7,12 @@
 // plain `binary` WebSocket that moves many bytes is lent, for as long as it stays
 // busy, to a thread that relays it the way socat does: poll() on its two sockets,
 // large reads, each read written out at once while it is still in cache.
+// netwine.v1 WebSockets (what netwine.js speaks) are lent too, with their
+// resumable state (set_v1()): the thread applies the offset of each data
+// message (skipping duplicates, failing a gap with 4009), acknowledges what the
+// target was given ("A N"), frames target bytes with their offsets, keeps a copy
+// of them until the client acknowledges them, and stops reading the target
+// while session-buffer bytes are unacknowledged, as the loop does.
 //
 // The thread does only the bulk work: it unmasks client data into the target's
 // queue, frames target data into binary messages, and answers Pings. Everything
@@ -33,6 +39,7 @@
 
 #include "tunnel/session.hpp"
 #include "ws/frame.hpp"
+#include "ws/v1.hpp"
 
 namespace netwine::ws {
 
@@ -69,6 +76,14 @@ class BulkRelay {
     size_t min_bytes;   // ... or after a second in which fewer bytes moved (0: never)
   };
 
+  // netwine.v1: the state the thread goes on with, and hands back in place.
+  struct V1 {
+    v1::Reader* reader;                     // the client's message in progress
+    tunnel::Session::LentOffsets offsets;   // up_next, down_sent, down_base, kept
+    size_t keep_limit;                      // read the target only while kept + unsent < this
+    uint64_t up_ack_sent;                   // the last "A N" sent to the client
+  };
+
   // `on_finished` runs on the relay thread when it stops by itself (not after
   // stop()): it should wake the event loop (event_active), which then calls stop().
   BulkRelay(evutil_socket_t client_fd, evutil_socket_t target_fd, Decoder& decoder, Buffers buffers,
@@ -76,6 +91,10 @@ class BulkRelay {
   ~BulkRelay();  // stop()s
   BulkRelay(const BulkRelay&) = delete;
   BulkRelay& operator=(const BulkRelay&) = delete;
+
+  // The connection speaks netwine.v1 (call before start()); `state` is the
+  // caller's, and the thread's alone until stop() returns.
+  void set_v1(V1* state) { v1_ = state; }
 
   // False when no thread could be made (then nothing was taken).
   bool start();
@@ -99,12 +118,14 @@ class BulkRelay {
   bool still_busy();
   bool flush(evbuffer* out, evutil_socket_t fd);
   void frame_target_bytes();
+  size_t target_room() const;
 
   const evutil_socket_t client_fd_, target_fd_;
   Decoder& decoder_;
   const Buffers b_;
   const Limits limits_;
   tunnel::LentCounters& counters_;
+  V1* v1_ = nullptr;
   std::function<void()> on_finished_;
   int wake_fd_ = -1;  // eventfd: stop() writes to it
   std::atomic<bool> stopping_{false};

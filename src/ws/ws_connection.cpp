@@ -37,6 +37,7 @@
 #include "ws/bulk_relay.hpp"
 #include "ws/frame.hpp"
 #include "ws/handshake.hpp"
+#include "ws/v1.hpp"
 
 namespace netwine::ws {
 namespace {
@@ -61,7 +62,7 @@ constexpr size_t kReadBudget = 256 * 1024;
 constexpr size_t kMaxSingleWrite = 1024 * 1024;
 // How long the closing handshake may take once our output has stopped draining.
 constexpr double kCloseTimeoutSeconds = 5.0;
-// A binary WebSocket that moves this much within kBulkWindow seconds is busy: it
+// A binary or netwine.v1 WebSocket that moves this much within kBulkWindow seconds is busy: it
 // is lent to a relay thread of its own (bulk_relay.hpp), under --bulk-threads.
 constexpr size_t kBulkBytes = 2 * 1024 * 1024;
 constexpr double kBulkWindow = 0.1;
@@ -69,13 +70,6 @@ constexpr double kBulkWindow = 0.1;
 // second in which fewer than kBulkKeepBytes moved (a trickle keeps no place).
 constexpr int kBulkIdleMs = 250;
 constexpr size_t kBulkKeepBytes = 1024 * 1024;
-// netwine.v1: the offset header of a data message.
-constexpr size_t kOffsetHeader = 8;
-// netwine.v1: the longest text message we accept ("A " + 20 digits, with room).
-// Anything longer is not an acknowledgement.
-constexpr size_t kMaxControlText = 64;
-// netwine.v1: close code for an upstream offset gap (private-use range, 7.4.2).
-constexpr uint16_t kCloseOffsetGap = 4009;
 
 const timeval kZeroTimeval{0, 0};
 
@@ -104,19 +98,6 @@ timeval to_timeval(double s) {
   tv.tv_sec = static_cast<time_t>(s);
   tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
   return tv;
-}
-
-// Decimal u64 with no sign, no spaces, no overflow.
-std::optional<uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 20) return std::nullopt;
-  uint64_t n = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    uint64_t d = static_cast<uint64_t>(c - '0');
-    if (n > (std::numeric_limits<uint64_t>::max() - d) / 10) return std::nullopt;
-    n = n * 10 + d;
-  }
-  return n;
 }
 
 // Session close codes are chosen to be valid on the wire; anything else
@@ -249,7 +230,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void upstream(uint64_t offset, const uint8_t* data, size_t len);
   void upstream_v1_piece(std::span<const uint8_t> bytes);
   void upstream_base64_piece(std::span<const uint8_t> bytes);
-  void handle_v1_text(std::string_view text);
+  void handle_v1_ack(const v1::Reader::Ack& ack);
   void fail(uint16_t code, std::string reason);
   void after_batch();
   void update_reading();
@@ -298,10 +279,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   std::string peer_;      // for log lines
 
   // Receive state of the message in progress.
-  std::string text_;                       // netwine.v1 text message (<= kMaxControlText)
-  uint8_t offset_bytes_[kOffsetHeader] = {};  // netwine.v1 binary message header
-  size_t offset_have_ = 0;
-  uint64_t message_offset_ = 0;  // upstream offset of the next payload byte
+  v1::Reader v1_;                // netwine.v1: offset header, acknowledgement text
   std::string b64_carry_;        // base64: 0..3 characters of a cut quad
   bool b64_padded_ = false;      // base64: the message had its padding already
   std::vector<uint8_t> scratch_;  // base64 encoding and decoding
@@ -325,6 +303,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   // decoder_ and the three queues below; the loop touches none of them.
   std::unique_ptr<BulkRelay> bulk_;
   std::unique_ptr<tunnel::LentCounters> lent_counts_;
+  std::unique_ptr<BulkRelay::V1> bulk_v1_;  // netwine.v1: the state the thread goes on with
   EvbufferPtr to_target_, from_target_, to_client_;
   EventPtr bulk_done_;  // activated by the relay thread when it gives the connection back
   std::optional<BulkRelay::Result> bulk_result_;  // why it did, for do_bulk_done()
@@ -476,11 +455,8 @@ void WsConnection::on_data(Opcode type, std::span<const uint8_t> bytes) {
     case Mode::NetwineV1:
       if (type == Opcode::Binary) {
         upstream_v1_piece(bytes);
-      } else if (text_.size() + bytes.size() > kMaxControlText) {
-        fail(static_cast<uint16_t>(CloseCode::UnsupportedData),
-             "unexpected text message (netwine.v1 takes only \"A <offset>\")");
-      } else {
-        text_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      } else if (auto f = v1_.add_text(bytes)) {
+        fail(f->code, std::move(f->reason));
       }
       return;
   }
@@ -506,29 +482,19 @@ void WsConnection::on_message_end(Opcode type) {
     b64_padded_ = false;
   } else if (mode_ == Mode::NetwineV1) {
     if (type == Opcode::Binary) {
-      if (offset_have_ < kOffsetHeader)
-        fail(static_cast<uint16_t>(CloseCode::ProtocolError), "data message shorter than its 8-byte offset");
-      offset_have_ = 0;
+      if (auto f = v1_.end_binary()) fail(f->code, std::move(f->reason));
     } else {
-      handle_v1_text(text_);
-      text_.clear();
+      handle_v1_ack(v1_.end_text());
     }
   }
 }
 
 void WsConnection::upstream_v1_piece(std::span<const uint8_t> bytes) {
-  size_t i = 0;
-  while (offset_have_ < kOffsetHeader && i < bytes.size()) {
-    offset_bytes_[offset_have_++] = bytes[i++];
-    if (offset_have_ == kOffsetHeader) {
-      message_offset_ = 0;
-      for (uint8_t b : offset_bytes_) message_offset_ = (message_offset_ << 8) | b;
-    }
-  }
-  if (i == bytes.size()) return;
+  size_t i = v1_.take_header(bytes);
+  if (!v1_.have_header() || i == bytes.size()) return;
   size_t len = bytes.size() - i;
-  upstream(message_offset_, bytes.data() + i, len);
-  message_offset_ += len;
+  upstream(v1_.offset(), bytes.data() + i, len);
+  v1_.advance(len);
 }
 
 // Decodes whole quads as they arrive and carries a cut quad over to the next
@@ -549,23 +515,14 @@ void WsConnection::upstream_base64_piece(std::span<const uint8_t> bytes) {
   if (session_ && !decoded->empty()) upstream(session_->upstream_offset(), decoded->data(), decoded->size());
 }
 
-void WsConnection::handle_v1_text(std::string_view text) {
-  if (text.size() < 2 || text[0] != 'A' || text[1] != ' ') {
-    fail(static_cast<uint16_t>(CloseCode::UnsupportedData),
-         "unexpected text message (netwine.v1 takes only \"A <offset>\")");
-    return;
-  }
-  auto offset = parse_u64(text.substr(2));
-  if (!offset) {
-    fail(static_cast<uint16_t>(CloseCode::ProtocolError), "malformed acknowledgement");
+void WsConnection::handle_v1_ack(const v1::Reader::Ack& ack) {
+  if (ack.failure) {
+    fail(ack.failure->code, ack.failure->reason);
     return;
   }
   if (!session_) return;  // detached while closing: nothing to acknowledge to
-  if (!session_->ack(*offset)) {
-    fail(static_cast<uint16_t>(CloseCode::ProtocolError),
-         "acknowledgement " + std::to_string(*offset) + " is past the data sent (" +
-             std::to_string(session_ ? session_->sent_offset() : 0) + ")");
-  }
+  if (!session_->ack(ack.offset)) fail(static_cast<uint16_t>(CloseCode::ProtocolError),
+                                       v1::ack_past_reason(ack.offset, session_ ? session_->sent_offset() : 0));
   // ack() may have retired the session (every byte acknowledged after its close
   // was delivered): on_detached() has cleared session_ then.
 }
@@ -580,7 +537,7 @@ void WsConnection::upstream(uint64_t offset, const uint8_t* data, size_t len) {
     case tunnel::Session::SendStatus::Duplicate:
       break;  // a resumed client resending what arrived before
     case tunnel::Session::SendStatus::Gap:
-      fail(kCloseOffsetGap, "upstream offset gap, expected " + std::to_string(next));
+      fail(v1::kCloseOffsetGap, v1::gap_reason(next));
       break;
     case tunnel::Session::SendStatus::Closed:
       break;  // the session is ending; its close frame follows
@@ -608,7 +565,7 @@ void WsConnection::after_batch() {
   if (mode_ == Mode::NetwineV1 && phase_ == Phase::Open && session_ && applied_upstream_ &&
       session_->upstream_offset() != up_ack_sent_) {
     up_ack_sent_ = session_->upstream_offset();
-    send_text("A " + std::to_string(up_ack_sent_));
+    send_text(v1::ack_text(up_ack_sent_));
   }
   applied_upstream_ = false;
   update_reading();
@@ -685,9 +642,9 @@ void WsConnection::send_data_message(evbuffer* out) {
   size_t n = std::min(session_->unsent(), kMaxDataMessage);
   if (mode_ == Mode::NetwineV1) {
     uint64_t offset = session_->sent_offset();
-    evbuffer_add(out, head, encode_header(head, Opcode::Binary, true, kOffsetHeader + n, nullptr));
-    uint8_t be[kOffsetHeader];
-    for (size_t i = 0; i < kOffsetHeader; ++i) be[i] = static_cast<uint8_t>(offset >> (56 - 8 * i));
+    evbuffer_add(out, head, encode_header(head, Opcode::Binary, true, v1::kOffsetHeader + n, nullptr));
+    uint8_t be[v1::kOffsetHeader];
+    v1::put_offset(be, offset);
     evbuffer_add(out, be, sizeof be);
   } else {
     evbuffer_add(out, head, encode_header(head, Opcode::Binary, true, n, nullptr));
@@ -941,8 +898,8 @@ void WsConnection::maybe_lend() {
   if (meter_bytes_ < kBulkBytes || bulk_) return;
   meter_bytes_ = 0;
   meter_start_ = now_seconds();
-  if (mode_ != Mode::Raw || raw_fd_ < 0 || phase_ != Phase::Open || !bev_ || !session_ || failure_ ||
-      !session_->lendable() || decoder_.closed() || decoder_.failed())
+  if ((mode_ != Mode::Raw && mode_ != Mode::NetwineV1) || raw_fd_ < 0 || phase_ != Phase::Open || !bev_ ||
+      !session_ || failure_ || !session_->lendable() || decoder_.closed() || decoder_.failed())
     return;
   if (!BulkRelay::reserve(m_.config().bulk_threads)) return;
   if (!to_target_) {  // made at the first loan: most connections never have one
@@ -952,7 +909,9 @@ void WsConnection::maybe_lend() {
     to_client_.reset(evbuffer_new());
   }
   lent_counts_ = std::make_unique<tunnel::LentCounters>();
-  evutil_socket_t target_fd = session_->lend_target(to_target_.get(), from_target_.get(), lent_counts_.get());
+  tunnel::Session::LentOffsets offsets;
+  evutil_socket_t target_fd = session_->lend_target(to_target_.get(), from_target_.get(), lent_counts_.get(),
+                                                    mode_ == Mode::NetwineV1 ? &offsets : nullptr);
   if (target_fd < 0) {
     lent_counts_.reset();
     BulkRelay::unreserve();
@@ -969,6 +928,11 @@ void WsConnection::maybe_lend() {
       BulkRelay::Limits{static_cast<size_t>(m_.config().session_buffer), kOutputHighWater, kBulkIdleMs,
                         kBulkKeepBytes},
       *lent_counts_, [done] { event_active(done, EV_READ, 0); });
+  if (mode_ == Mode::NetwineV1) {
+    bulk_v1_ = std::make_unique<BulkRelay::V1>(
+        BulkRelay::V1{&v1_, offsets, static_cast<size_t>(m_.config().session_buffer), up_ack_sent_});
+    bulk_->set_v1(bulk_v1_.get());
+  }
   if (!bulk_->start()) {
     log::warn("websocket ", peer_, ": no relay thread could be started; relaying on the event loop");
     take_back();
@@ -984,6 +948,10 @@ void WsConnection::take_back() {
   bulk_result_ = bulk_->stop();
   bulk_.reset();
   BulkRelay::unreserve();
+  if (bulk_v1_) {  // the offsets and kept bytes went back in place (the Session's)
+    up_ack_sent_ = bulk_v1_->up_ack_sent;
+    bulk_v1_.reset();
+  }
   if (session_) {
     session_->take_target_back(to_target_.get(), from_target_.get());
   } else {

@@ -1,5 +1,5 @@
-"""Bulk relaying (--bulk-threads, src/ws/bulk_relay.hpp): a binary WebSocket that
-moves more than 2 MiB within 0.1 s is lent to a thread of its own, which relays it
+"""Bulk relaying (--bulk-threads, src/ws/bulk_relay.hpp): a binary or netwine.v1
+WebSocket that moves more than 2 MiB within 0.1 s is lent to a thread of its own, which relays it
 the way socat does, and goes back to its event loop after 0.25 s without bytes, or
 at a Close, a protocol error, a socket's end, a shutdown.
 
@@ -17,7 +17,8 @@ import urllib.request
 import pytest
 
 from conftest import Source, pattern_bytes
-from wsclient_util import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, RawWs, close_payload, encode_frame
+from wsclient_util import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWs, V1Transfer, be64, close_payload,
+                           encode_frame)
 
 MiB = 1 << 20
 BLOCK = pattern_bytes(64 * 1024, seed=13)  # what Source (and so Flood) sends, again and again
@@ -392,3 +393,215 @@ def test_clients_dropping_mid_loan_leave_the_others_byte_exact(netwine, tcp_targ
     ws = RawWs(n.host, n.port, path_to(t), ["binary"])
     ws.send(OP_BINARY, b"still here")
     assert ws.recv_message() == (OP_BINARY, b"still here")
+
+
+# ------------------------------------------------------------------ netwine.v1
+# netwine.v1 sessions (what netwine.js speaks) are lent with their offsets, acks
+# and kept bytes: the thread must keep every v1 promise the loop keeps.
+
+def v1_path(target):
+    return f"/netwine/ws?target={target.address}"
+
+
+class V1Reader(threading.Thread):
+    """Reads a netwine.v1 RawWs on its own thread: checks that downstream offsets
+    are contiguous, acknowledges every 256 KiB (so the target keeps flowing),
+    records the server's "A N" acks and its Close. `lock` serialises writes with
+    the test's own sends."""
+
+    def __init__(self, ws, start_offset=0, ack_every=256 * 1024):
+        super().__init__(daemon=True)
+        self.ws = ws
+        self.lock = threading.Lock()
+        self.data = bytearray()
+        self.start_offset = start_offset
+        self.ack_every = ack_every
+        self.last_ack = start_offset  # the highest "A N" sent (under lock)
+        self.up_acks = []
+        self.close = None
+        self.error = None
+        self.start()
+
+    def send(self, op, payload):
+        with self.lock:
+            self.ws.send(op, payload)
+
+    def held(self):
+        return self.start_offset + len(self.data)
+
+    def stop_acking(self):
+        """Acknowledges nothing more; returns the last offset acknowledged: the
+        server keeps every byte from there on, for another transport to resume."""
+        with self.lock:
+            self.ack_every = 1 << 62
+            return self.last_ack
+
+    def run(self):
+        try:
+            while True:
+                fin, op, payload = self.ws.recv_frame()
+                if op == OP_BINARY:
+                    off = struct.unpack("!Q", payload[:8])[0]
+                    assert off == self.held(), f"downstream offset {off}, expected {self.held()}"
+                    self.data += payload[8:]
+                    with self.lock:
+                        if self.held() - self.last_ack >= self.ack_every:
+                            self.last_ack = self.held()
+                            self.ws.send(OP_TEXT, f"A {self.last_ack}".encode())
+                elif op == OP_TEXT:
+                    word, n = payload.decode().split(" ")
+                    assert word == "A"
+                    self.up_acks.append(int(n))
+                elif op == OP_CLOSE:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    self.close = (code, payload[2:].decode())
+                    return
+        except (OSError, EOFError, AssertionError) as e:
+            self.error = e
+
+
+def v1_open(n, target):
+    """A netwine.v1 WebSocket to `target`: (ws, key) after the server's "OK key 0"."""
+    ws = RawWs(n.host, n.port, v1_path(target), ["netwine.v1"])
+    op, payload = ws.recv_message()
+    word, key, up_next = payload.decode().split(" ")
+    assert (op, word, up_next) == (OP_TEXT, "OK", "0")
+    return ws, key
+
+
+def lent_v1_flood(netwine, tcp_target, target_handler=None):
+    """A flooding target, a netwine.v1 client reading and acknowledging it, once lent."""
+    flood = target_handler or Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws, key = v1_open(n, t)
+    r = V1Reader(ws)
+    assert wait_for(lambda: bulk_flags(n) == [True])
+    return flood, n, ws, key, r
+
+
+class FloodAndSink(Flood):
+    """Floods the client like Flood and records every byte the client sends."""
+
+    def __init__(self):
+        super().__init__()
+        self.got = bytearray()
+
+    def __call__(self, conn):
+        def drain():
+            try:
+                while True:
+                    b = conn.recv(1 << 16)
+                    if not b:
+                        return
+                    self.got += b
+            except OSError:
+                pass
+        threading.Thread(target=drain, daemon=True).start()
+        super().__call__(conn)
+
+
+def test_v1_a_busy_echo_is_lent_and_every_byte_comes_back_exactly_once(netwine, tcp_target):
+    t = tcp_target("echo")
+    n = start(netwine, t)
+    data = pattern_bytes(40 * MiB + 4321, seed=17)
+    x = V1Transfer(data)
+    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
+    x.attach(ws)
+    assert x.run(ws) == "done"
+    assert bytes(x.received) == data  # offsets contiguous (V1Transfer checks), no byte lost or doubled
+    assert x.up_acked == len(data)  # the thread acknowledged every upstream byte
+    assert metric(n, "netwine_bulk_loans_total") >= 1
+    ws.send(OP_CLOSE, close_payload(1000))
+    assert ws.expect_close()[0] == 1000
+
+
+def test_v1_drops_mid_loan_resume_with_every_byte_exactly_once(netwine, tcp_target):
+    t = tcp_target("echo")
+    n = start(netwine, t)
+    data = pattern_bytes(48 * MiB, seed=23)
+    x = V1Transfer(data)
+    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
+    x.attach(ws)
+    for i in range(3):
+        # Cut (RST) with bytes in flight both ways and unacknowledged ones kept.
+        loans = metric(n, "netwine_bulk_loans_total")
+        assert x.run(ws, stop_after_down=10 * MiB + 7777 * i, ack_every=300 * 1024) == "stopped"
+        assert metric(n, "netwine_bulk_loans_total") > loans  # this stretch was lent
+        ws.abort()
+        ws = RawWs(n.host, n.port, f"/netwine/{x.key}/ws?ack={len(x.received)}", ["netwine.v1"])
+        assert x.attach(ws) <= len(data)
+    assert x.run(ws) == "done"
+    assert bytes(x.received) == data
+    ws.send(OP_CLOSE, close_payload(1000))
+    assert ws.expect_close()[0] == 1000
+
+
+def test_v1_offsets_are_applied_on_the_thread_duplicates_skipped(netwine, tcp_target):
+    flood, n, ws, key, r = lent_v1_flood(netwine, tcp_target, FloodAndSink())
+    r.send(OP_BINARY, be64(0) + b"abc")
+    r.send(OP_BINARY, be64(0) + b"abcdef")  # half a duplicate
+    r.send(OP_BINARY, be64(3) + b"def")     # all a duplicate
+    r.send(OP_BINARY, be64(6) + b"ghi")
+    assert wait_for(lambda: bytes(flood.got) == b"abcdefghi")
+    assert wait_for(lambda: r.up_acks and r.up_acks[-1] == 9)
+    assert bulk_flags(n) == [True]  # all of it on the thread
+    flood.stop.set()
+    r.send(OP_CLOSE, close_payload(1000))
+    r.join(10)
+    assert r.error is None and r.close and r.close[0] == 1000
+    assert in_order(r.data)
+    assert bytes(flood.got) == b"abcdefghi"
+
+
+@pytest.mark.parametrize("frame, code, reason", [
+    ((OP_BINARY, be64(5) + b"x"), 4009, "upstream offset gap, expected 0"),
+    ((OP_BINARY, b"1234"), 1002, "data message shorter than its 8-byte offset"),
+    ((OP_TEXT, b"hello"), 1003, "unexpected text message"),
+    ((OP_TEXT, b"A 12x"), 1002, "malformed acknowledgement"),
+    ((OP_TEXT, b"A 999999999999"), 1002, "acknowledgement 999999999999 is past the data sent"),
+])
+def test_v1_protocol_errors_while_lent_close_as_on_the_loop(netwine, tcp_target, frame, code, reason):
+    flood, n, ws, key, r = lent_v1_flood(netwine, tcp_target)
+    r.send(*frame)
+    r.join(10)
+    assert r.close and r.close[0] == code and reason in r.close[1], r.close
+    assert in_order(r.data)
+    flood.stop.set()
+
+
+def test_v1_another_websocket_takes_over_a_lent_session_at_its_offset(netwine, tcp_target):
+    flood, n, ws, key, r = lent_v1_flood(netwine, tcp_target)
+    ack = r.stop_acking()
+    assert bulk_flags(n) == [True]
+    ws2 = RawWs(n.host, n.port, f"/netwine/{key}/ws?ack={ack}", ["netwine.v1"])
+    r.join(10)
+    assert r.close and r.close[0] == 4002, r.close  # taken back from the thread, then replaced
+    op, payload = ws2.recv_message()
+    assert op == OP_TEXT and payload.decode().startswith(f"OK {key} ")
+    r2 = V1Reader(ws2, start_offset=ack)  # checks that the first offset is `ack`
+    assert wait_for(lambda: r2.held() > r.held() + MiB)
+    # From `ack` on again, the kept bytes the first connection had included.
+    assert in_order(r2.data, offset=ack)
+    assert r2.data[:r.held() - ack] == r.data[ack:]
+    flood.stop.set()
+    r2.send(OP_CLOSE, close_payload(1000))
+    r2.join(10)
+    assert r2.error is None and r2.close and r2.close[0] == 1000
+
+
+def test_v1_an_http_poll_takes_over_a_lent_session_at_its_offset(netwine, tcp_target):
+    flood, n, ws, key, r = lent_v1_flood(netwine, tcp_target)
+    ack = r.stop_acking()
+    assert bulk_flags(n) == [True]
+    with urllib.request.urlopen(f"{n.base}/netwine/{key}/poll?ack={ack}&framing=binary", timeout=10) as resp:
+        body = resp.read()
+    r.join(10)
+    assert r.close and r.close[0] == 4002, r.close
+    line, rest = body.split(b"\n", 1)
+    word, offset, length = line.decode().split(" ")
+    assert word == "D" and int(offset) == ack and int(length) > 0
+    assert in_order(rest[:int(length)], offset=ack)
+    k = min(int(length), r.held() - ack)  # what both saw: the same bytes
+    assert rest[:k] == r.data[ack:ack + k]
+    flood.stop.set()
