@@ -22,6 +22,9 @@ export interface SocketOptions {
   wsChunk?: number;
   /** Pause writing to a WebSocket whose buffer holds this much (default 4 MiB). */
   wsHighWater?: number;
+  /** Most upstream bytes on a WebSocket not yet acknowledged by the server
+   *  (default 256 KiB; keep it under half of the server's --session-buffer). */
+  wsWindow?: number;
   /** Give up re-attaching after this long without a transport, in ms (default 45000). */
   resumeTimeout?: number;
   /** A WebSocket not open within this long counts as blocked, in ms (default 6000). */

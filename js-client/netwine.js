@@ -48,6 +48,12 @@
     maxSend: 768 * KIB,
     // Bytes per netwine.v1 upstream message.
     wsChunk: 256 * KIB,
+    // Upstream bytes on a WebSocket that the server has not acknowledged yet ("A n"
+    // comes as the target takes them): at most this many. Keep it under half of the
+    // server's --session-buffer (1 MiB by default): acknowledgements travel behind
+    // data, so with more in flight and a target that echoes, both directions could
+    // wait on each other (PROTOCOL.md section 4).
+    wsWindow: 256 * KIB,
     // Stop handing messages to a WebSocket whose browser-side buffer holds this much.
     wsHighWater: 4096 * KIB,
     // Give up re-attaching a session after this long without a working transport
@@ -956,7 +962,7 @@
     var self = this, sock = this.sock, up = sock._up, chunk, frame;
     if (!this.established || this.dead || this.closing) return;
     if (this.sent < up.base) this.sent = up.base;
-    while (this.sent < up.end) {
+    while (this.sent < up.end && this.sent - up.base < sock._opt.wsWindow) {
       if (this.ws.bufferedAmount > sock._opt.wsHighWater) {
         if (!this.retry) {
           this.retry = sock._setTimeout(function () {
@@ -967,7 +973,7 @@
         }
         return;
       }
-      chunk = up.slice(this.sent, sock._opt.wsChunk);
+      chunk = up.slice(this.sent, Math.min(sock._opt.wsChunk, up.base + sock._opt.wsWindow - this.sent));
       frame = new Uint8Array(8 + chunk.length);
       writeOffset(frame, this.sent);
       frame.set(chunk, 8);
@@ -1630,6 +1636,7 @@
       this._fail(1002, 'protocol error: the server acknowledged upstream byte ' + n + ', never sent');
       return;
     }
+    if (t === this._active && t.sendData) t.sendData();  // the window moved on
     this._closeStep();
   };
 

@@ -325,6 +325,11 @@ Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t 
   return SendStatus::Applied;
 }
 
+uint64_t Session::upstream_written() const {
+  const evbuffer* waiting = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  return up_next_ - evbuffer_get_length(waiting);
+}
+
 bool Session::upstream_full() const {
   const evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
   return evbuffer_get_length(sink) >= manager_.config().session_buffer;

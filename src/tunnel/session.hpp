@@ -134,6 +134,11 @@ class Session {
   // transports without offsets, at upstream_offset().
   SendStatus send_upstream_masked(const uint8_t* masked, size_t len, const uint8_t key[4], size_t mask_offset);
   uint64_t upstream_offset() const { return up_next_; }
+  // Upstream bytes the target's socket has taken (up_next_ less what still waits
+  // in its output, or for the connection): what netwine.v1's "A N" acknowledges,
+  // so that a client keeping fewer than session-buffer bytes unacknowledged is
+  // always read, and its acknowledgements always reach us (ws_connection.hpp).
+  uint64_t upstream_written() const;
   // True while the target has not taken session-buffer bytes: stop feeding it.
   bool upstream_full() const;
   // Called once when upstream room frees up (for a held HTTP send). While one is

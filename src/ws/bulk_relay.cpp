@@ -120,7 +120,6 @@ class BulkRelay::Feeder final : public Handler {
   std::optional<uint16_t> close_code;
   bool failed_alloc = false;
   std::optional<v1::Failure> failure;  // netwine.v1: what the client got wrong
-  bool applied = false;                // bytes were given to the target (v1 acknowledges them)
 
  private:
   // Unmasks while copying into the target's queue (one pass).
@@ -134,7 +133,6 @@ class BulkRelay::Feeder final : public Handler {
     v.iov_len = len;
     evbuffer_commit_space(r_.b_.to_target, &v, 1);
     r_.counters_.up.fetch_add(len, std::memory_order_relaxed);
-    applied = true;
   }
 
   // A piece of a netwine.v1 data message: the rest of its offset header, then
@@ -240,6 +238,7 @@ void BulkRelay::run() {
       result_.why = Why::SocketEnded;
       break;
     }
+    ack_upstream();
     if ((p[1].revents & POLLIN) && !read_target()) break;
     if (evbuffer_get_length(b_.to_client) && !flush(b_.to_client, client_fd_)) {
       result_.why = Why::SocketEnded;
@@ -304,16 +303,20 @@ bool BulkRelay::read_client() {
     }
     evbuffer_drain(in, used);
   }
-  // netwine.v1: tell the client what the target has been given (as the loop does
-  // after each read), so it can forget those bytes.
-  if (v1_ && feeder.applied && v1_->offsets.up_next != v1_->up_ack_sent) {
-    v1_->up_ack_sent = v1_->offsets.up_next;
-    std::string text = v1::ack_text(v1_->up_ack_sent);
-    uint8_t head[kMaxHeader];
-    evbuffer_add(b_.to_client, head, encode_header(head, Opcode::Text, true, text.size(), nullptr));
-    evbuffer_add(b_.to_client, text.data(), text.size());
-  }
   return true;
+}
+
+// netwine.v1: "A N" once the target's socket has taken more upstream bytes (as
+// WsConnection::ack_upstream() does), so the client can forget them.
+void BulkRelay::ack_upstream() {
+  if (!v1_) return;
+  uint64_t written = v1_->offsets.up_next - evbuffer_get_length(b_.to_target);
+  if (written == v1_->up_ack_sent) return;
+  v1_->up_ack_sent = written;
+  std::string text = v1::ack_text(written);
+  uint8_t head[kMaxHeader];
+  evbuffer_add(b_.to_client, head, encode_header(head, Opcode::Text, true, text.size(), nullptr));
+  evbuffer_add(b_.to_client, text.data(), text.size());
 }
 
 bool BulkRelay::read_target() {

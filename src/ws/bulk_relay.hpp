@@ -10,7 +10,7 @@
 // netwine.v1 WebSockets (what netwine.js speaks) are lent too, with their
 // resumable state (set_v1()): the thread applies the offset of each data
 // message (skipping duplicates, failing a gap with 4009), acknowledges what the
-// target was given ("A N"), frames target bytes with their offsets, keeps a copy
+// target's socket took ("A N"), frames target bytes with their offsets, keeps a copy
 // of them until the client acknowledges them, and stops reading the target
 // while session-buffer bytes are unacknowledged, as the loop does.
 //
@@ -119,6 +119,7 @@ class BulkRelay {
   bool flush(evbuffer* out, evutil_socket_t fd);
   void frame_target_bytes();
   size_t target_room() const;
+  void ack_upstream();
 
   const evutil_socket_t client_fd_, target_fd_;
   Decoder& decoder_;

@@ -233,6 +233,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   void handle_v1_ack(const v1::Reader::Ack& ack);
   void fail(uint16_t code, std::string reason);
   void after_batch();
+  void ack_upstream();
   void update_reading();
   void on_client_close();
 
@@ -288,7 +289,6 @@ class WsConnection final : public tunnel::Transport, private Handler {
   std::optional<std::pair<uint16_t, std::string>> failure_;
   bool got_close_ = false;                // the client's Close frame arrived
   std::optional<uint16_t> client_code_;   // its code (absent: 1005)
-  bool applied_upstream_ = false;         // this read batch gave bytes to the target
   uint64_t up_ack_sent_ = 0;              // last "A N" sent (netwine.v1)
   bool reading_paused_ = false;           // EV_READ off: the target is not taking data
 
@@ -469,9 +469,7 @@ void WsConnection::on_masked_data(Opcode type, std::span<uint8_t> masked, const 
     Handler::on_masked_data(type, masked, key, offset);
     return;
   }
-  if (session_->send_upstream_masked(masked.data(), masked.size(), key, offset) ==
-      tunnel::Session::SendStatus::Applied)
-    applied_upstream_ = true;
+  session_->send_upstream_masked(masked.data(), masked.size(), key, offset);
 }
 
 void WsConnection::on_message_end(Opcode type) {
@@ -532,7 +530,6 @@ void WsConnection::upstream(uint64_t offset, const uint8_t* data, size_t len) {
   uint64_t next = 0;
   switch (session_->send_upstream(offset, data, len, next)) {
     case tunnel::Session::SendStatus::Applied:
-      applied_upstream_ = true;
       break;
     case tunnel::Session::SendStatus::Duplicate:
       break;  // a resumed client resending what arrived before
@@ -562,13 +559,18 @@ void WsConnection::fail(uint16_t code, std::string reason) {
 
 void WsConnection::after_batch() {
   if (phase_ == Phase::Done) return;
-  if (mode_ == Mode::NetwineV1 && phase_ == Phase::Open && session_ && applied_upstream_ &&
-      session_->upstream_offset() != up_ack_sent_) {
-    up_ack_sent_ = session_->upstream_offset();
-    send_text(v1::ack_text(up_ack_sent_));
-  }
-  applied_upstream_ = false;
+  ack_upstream();
   update_reading();
+}
+
+// netwine.v1: "A N" once the target's socket has taken more upstream bytes (after
+// a read, and as the target's output drains: on_upstream_room()).
+void WsConnection::ack_upstream() {
+  if (mode_ != Mode::NetwineV1 || phase_ != Phase::Open || !session_ || bulk_) return;
+  uint64_t written = session_->upstream_written();
+  if (written == up_ack_sent_) return;
+  up_ack_sent_ = written;
+  send_text(v1::ack_text(written));
 }
 
 // Back-pressure: while the target has not taken session-buffer bytes, stop
@@ -582,6 +584,7 @@ void WsConnection::update_reading() {
 }
 
 void WsConnection::on_upstream_room() {
+  ack_upstream();
   if (!reading_paused_ || !bev_ || phase_ == Phase::Done || bulk_) return;
   if (session_ && session_->upstream_full()) return;
   reading_paused_ = false;

@@ -39,9 +39,13 @@
 //          --session-buffer, or downstream stalls (the server stops reading the
 //          target). An ack that is not a number, or is past what was sent,
 //          closes with 1002.
-//        server -> client: sent after each read that applied upstream bytes:
+//        server -> client: sent as the target's socket takes upstream bytes:
 //          the target has been given every byte before <offset>; the client may
-//          forget them.
+//          forget them. A client should keep fewer than half of --session-buffer
+//          upstream bytes unacknowledged (netwine.js: wsWindow, 256 KiB). Acks
+//          travel behind data, so with more in flight and a target that echoes,
+//          both directions can wait on each other: the server stops reading the
+//          client (upstream full) while waiting for its acks (downstream full).
 //      Any other TEXT message closes with 1003.
 //   5. Ending. The session's end reaches the client as a close frame with the
 //      session's code and reason (1000 target closed, 1001 shutting down, 1008

@@ -605,3 +605,28 @@ def test_v1_an_http_poll_takes_over_a_lent_session_at_its_offset(netwine, tcp_ta
     k = min(int(length), r.held() - ack)  # what both saw: the same bytes
     assert rest[:k] == r.data[ack:ack + k]
     flood.stop.set()
+
+
+@pytest.mark.parametrize("bulk_threads", ["0", "64"])
+def test_v1_acks_held_back_then_sent_never_deadlock_an_echo(netwine, tcp_target, bulk_threads):
+    # Acknowledgements travel behind data. The client holds its downstream acks
+    # back: downstream fills the session buffer, netwine stops reading the echo
+    # target, which stops reading upstream. Since netwine acknowledges upstream
+    # only as the target's socket takes it and the client keeps at most 256 KiB
+    # unacknowledged, netwine still reads everything the client sent, so the
+    # acks sent next reach it. (Acknowledged as queued, the client would have
+    # filled both ways and its acks would wait behind its data for ever.)
+    t = tcp_target("echo")
+    n = start(netwine, t, "--bulk-threads", bulk_threads)
+    data = pattern_bytes(24 * MiB, seed=29)
+    x = V1Transfer(data)
+    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
+    x.attach(ws)
+    assert x.run(ws, ack_every=1 << 62, stall_s=1.0, deadline_s=30) == "stalled"
+    assert x.up_pos - x.up_acked <= x.window
+    assert x.run(ws, deadline_s=30) == "done"
+    assert bytes(x.received) == data
+    loans = metric(n, "netwine_bulk_loans_total")
+    assert loans >= 1 if bulk_threads != "0" else loans == 0
+    ws.send(OP_CLOSE, close_payload(1000))
+    assert ws.expect_close()[0] == 1000

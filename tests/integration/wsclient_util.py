@@ -210,16 +210,21 @@ def be64(n):
 
 class V1Transfer:
     """Drives a netwine.v1 echo transfer: sends `data` upstream with offsets,
-    collects the echo downstream, acknowledges as it goes. Survives drops:
-    call run() again on a new RawWs attached with ack=len(received)."""
+    keeping at most `window` bytes unacknowledged by the server (as netwine.js
+    does: PROTOCOL.md section 4), collects the echo downstream, acknowledges as it
+    goes. Survives drops: call run() again on a new RawWs attached with
+    ack=len(received)."""
 
     CHUNK = 48 * 1024
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, window=256 * 1024):
         self.data = data
+        self.window = window
         self.received = bytearray()
         self.up_pos = 0          # next upstream byte to send
         self.up_acked = 0        # highest "A N" from the server
+        self.up_floor = 0        # the up_next of the last attach: held by the server
+        self.down_acked = 0      # highest "A N" sent
         self.down_msgs = 0
         self.key = None
         self.closed = None       # (code, reason) of the server's Close
@@ -235,32 +240,41 @@ class V1Transfer:
         up_next = int(up_next)
         assert up_next <= self.up_pos or self.up_pos == 0
         self.up_pos = up_next   # resend what the server does not hold
+        self.up_floor = up_next
         return up_next
 
-    def run(self, ws: RawWs, stop_after_down=None, ack_every=128 * 1024, deadline_s=60):
-        """Returns 'done' when everything came back, or 'stopped' when
-        `stop_after_down` downstream bytes have been received in this run."""
+    def run(self, ws: RawWs, stop_after_down=None, ack_every=128 * 1024, deadline_s=60, stall_s=None):
+        """Returns 'done' when everything came back, 'stopped' when
+        `stop_after_down` downstream bytes have been received in this run, or
+        'stalled' when nothing moved either way for `stall_s` seconds."""
         sock = ws.sock
         sock.setblocking(False)
         start_down = len(self.received)
-        last_ack = len(self.received)
+        if self.down_acked < len(self.received):  # what an earlier run held back
+            self.down_acked = len(self.received)
+            ws.out += encode_frame(OP_TEXT, f"A {self.down_acked}".encode())
         deadline = time.monotonic() + deadline_s
+        moved = time.monotonic()
         # Frames may already sit in ws.buf, read along with the OK message by
         # attach(): parse them before waiting for the socket, which may stay quiet.
         unparsed = bool(ws.buf)
         while len(self.received) < len(self.data):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"transfer stalled at up={self.up_pos} down={len(self.received)}")
-            if not ws.out and self.up_pos < len(self.data):
-                chunk = self.data[self.up_pos:self.up_pos + self.CHUNK]
+            room = self.window - (self.up_pos - max(self.up_acked, self.up_floor))
+            if not ws.out and self.up_pos < len(self.data) and room > 0:
+                chunk = self.data[self.up_pos:self.up_pos + min(self.CHUNK, room)]
                 ws.out += encode_frame(OP_BINARY, be64(self.up_pos) + chunk)
                 self.up_pos += len(chunk)
             want_w = [sock] if ws.out else []
-            r, w, _ = select.select([sock], want_w, [], 0 if unparsed else 1.0)
+            if stall_s is not None and time.monotonic() - moved > stall_s:
+                return "stalled"
+            r, w, _ = select.select([sock], want_w, [], 0 if unparsed else 0.1)
             if w:
                 try:
                     n = sock.send(ws.out)
                     del ws.out[:n]
+                    moved = time.monotonic()
                 except BlockingIOError:
                     pass
             if r or unparsed:
@@ -270,6 +284,7 @@ class V1Transfer:
                     if not b:
                         raise EOFError("server closed the connection")
                     ws.buf += b
+                    moved = time.monotonic()
                 while True:
                     f = ws.try_frame()
                     if not f:
@@ -294,9 +309,10 @@ class V1Transfer:
                         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                         self.closed = (code, payload[2:].decode())
                         raise EOFError(f"server closed: {self.closed}")
-                if len(self.received) - last_ack >= ack_every or len(self.received) == len(self.data):
-                    last_ack = len(self.received)
-                    ws.out += encode_frame(OP_TEXT, f"A {last_ack}".encode())
+                if (len(self.received) - self.down_acked >= ack_every or
+                        len(self.received) == len(self.data) > self.down_acked):
+                    self.down_acked = len(self.received)
+                    ws.out += encode_frame(OP_TEXT, f"A {self.down_acked}".encode())
                 if stop_after_down is not None and len(self.received) - start_down >= stop_after_down:
                     return "stopped"
         # Flush the final ack.

@@ -481,3 +481,24 @@ test('blob sends keep their place in the byte stream', async () => {
   assert.strictEqual(s.bufferedAmount, 0);
   s.close();
 });
+
+test('websocket: at most wsWindow upstream bytes go out before the server acknowledges them', async () => {
+  const env = makeEnv();
+  env.onSocket = (ws) => { ws.open(); ws.text(`OK ${KEY} 0`); };
+  const s = open(env, {transports: ['websocket'], wsWindow: 10, wsChunk: 4});
+  await until(() => s.readyState === N.OPEN, 1000, 'open');
+  s.send('abcdefghijklmnopqrstuvwxyz');
+  const ws = env.sockets[0];
+  const sentUpTo = () => ws.binarySent().reduce((end, m) => Math.max(end, m.offset + m.text.length), 0);
+  await until(() => sentUpTo() === 10, 1000, 'first window');
+  await sleep(20);
+  assert.strictEqual(sentUpTo(), 10);  // nothing past the window without an ack
+  ws.text('A 7');                       // the target took 7: the window moves to 17
+  await until(() => sentUpTo() === 17, 1000, 'second window');
+  ws.text('A 17');
+  await until(() => sentUpTo() === 26, 1000, 'the rest');
+  assert.strictEqual(ws.binarySent().map((m) => m.text).join(''), 'abcdefghijklmnopqrstuvwxyz');
+  ws.text('A 26');
+  assert.strictEqual(s.bufferedAmount, 0);
+  s.close();
+});
