@@ -133,6 +133,26 @@ for (const t of TRANSPORTS) {
   });
 }
 
+test('a 48 MiB echo over netwine.v1 is lent to a bulk thread and comes back byte-exact', async () => {
+  // netwine.js keeps wsWindow bytes unacknowledged while the echo target pushes
+  // everything back: both directions full at once, for long enough to be lent.
+  const loans = async () => Number((await (await fetch(netwine.origin + '/metrics')).text())
+    .match(/^netwine_bulk_loans_total (\d+)$/m)[1]);
+  const before = await loans();
+  const page = await newPage(netwine.origin);
+  const size = 48 * MIB;
+  const {log, rt} = await page.evaluate(({target, size}) =>
+    T.roundTrip({target, transports: ['websocket']}, size, 31), {target: ECHO(), size});
+  assert.deepStrictEqual(log.errors, []);
+  assert.strictEqual(rt.n, size);
+  assert.strictEqual(rt.mismatch, -1, `first wrong byte at ${rt.mismatch}`);
+  assert.strictEqual(rt.transport, 'websocket');
+  assert.strictEqual(rt.bufferedAfter, 0);
+  assert.ok(await loans() > before, 'the session was lent to a bulk thread');
+  console.log(`  websocket: 48 MiB echoed in ${rt.ms} ms, ${rt.messages} messages`);
+  await page.close();
+});
+
 test.describe('through a proxy', () => {
   test('WebSocket blocked (400 to every upgrade): automatic choice falls back and still works', async () => {
     proxy.blockUpgrade = true;
