@@ -202,7 +202,7 @@ const std::vector<Option>& options() {
        "base64 WebSockets move to the extra threads after their handshake",
        integer(&Config::threads, 0, 64)},
       {"bulk-threads", Kind::Int, "64",
-       "busy binary WebSockets relayed at once by a thread of their own, the way socat relays (fewer CPU "
+       "busy WebSockets (binary or netwine.v1) relayed at once by a thread of their own, the way socat relays (fewer CPU "
        "seconds per byte than an event loop); each goes back to its event loop after 0.25 s without bytes "
        "or a second under 1 MiB. 0 turns this off",
        integer(&Config::bulk_threads, 0, 4096)},

@@ -666,10 +666,10 @@ void Manager::handle_metrics(evhttp_request* req) {
     << "# HELP netwine_bytes_total Bytes relayed.\n# TYPE netwine_bytes_total counter\n"
     << "netwine_bytes_total{direction=\"up\"} " << st.bytes_up << "\n"
     << "netwine_bytes_total{direction=\"down\"} " << st.bytes_down << "\n"
-    << "# HELP netwine_bulk_relays Busy binary WebSockets relayed by a thread of their own now.\n"
+    << "# HELP netwine_bulk_relays Busy WebSockets (binary or netwine.v1) relayed by a thread of their own now.\n"
     << "# TYPE netwine_bulk_relays gauge\n"
     << "netwine_bulk_relays " << ws::BulkRelay::active() << "\n"
-    << "# HELP netwine_bulk_loans_total Times a busy binary WebSocket was lent to a thread of its own.\n"
+    << "# HELP netwine_bulk_loans_total Times a busy WebSocket (binary or netwine.v1) was lent to a thread of its own.\n"
     << "# TYPE netwine_bulk_loans_total counter\n"
     << "netwine_bulk_loans_total " << ws::BulkRelay::loans() << "\n";
   http::send_text(req, 200, o.str(), "text/plain; version=0.0.4");

@@ -469,6 +469,16 @@ def v1_open(n, target):
     return ws, key
 
 
+def v1_echo(netwine, tcp_target, size, seed, *flags):
+    """netwine with an echo target and a V1Transfer of `size` bytes attached to it."""
+    t = tcp_target("echo")
+    n = start(netwine, t, *flags)
+    x = V1Transfer(pattern_bytes(size, seed=seed))
+    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
+    x.attach(ws)
+    return n, x, ws
+
+
 def lent_v1_flood(netwine, tcp_target, target_handler=None):
     """A flooding target, a netwine.v1 client reading and acknowledging it, once lent."""
     flood = target_handler or Flood()
@@ -502,12 +512,8 @@ class FloodAndSink(Flood):
 
 
 def test_v1_a_busy_echo_is_lent_and_every_byte_comes_back_exactly_once(netwine, tcp_target):
-    t = tcp_target("echo")
-    n = start(netwine, t)
-    data = pattern_bytes(40 * MiB + 4321, seed=17)
-    x = V1Transfer(data)
-    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
-    x.attach(ws)
+    n, x, ws = v1_echo(netwine, tcp_target, 40 * MiB + 4321, 17)
+    data = x.data
     assert x.run(ws) == "done"
     assert bytes(x.received) == data  # offsets contiguous (V1Transfer checks), no byte lost or doubled
     assert x.up_acked == len(data)  # the thread acknowledged every upstream byte
@@ -517,12 +523,8 @@ def test_v1_a_busy_echo_is_lent_and_every_byte_comes_back_exactly_once(netwine, 
 
 
 def test_v1_drops_mid_loan_resume_with_every_byte_exactly_once(netwine, tcp_target):
-    t = tcp_target("echo")
-    n = start(netwine, t)
-    data = pattern_bytes(48 * MiB, seed=23)
-    x = V1Transfer(data)
-    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
-    x.attach(ws)
+    n, x, ws = v1_echo(netwine, tcp_target, 48 * MiB, 23)
+    data = x.data
     for i in range(3):
         # Cut (RST) with bytes in flight both ways and unacknowledged ones kept.
         loans = metric(n, "netwine_bulk_loans_total")
@@ -616,12 +618,8 @@ def test_v1_acks_held_back_then_sent_never_deadlock_an_echo(netwine, tcp_target,
     # unacknowledged, netwine still reads everything the client sent, so the
     # acks sent next reach it. (Acknowledged as queued, the client would have
     # filled both ways and its acks would wait behind its data for ever.)
-    t = tcp_target("echo")
-    n = start(netwine, t, "--bulk-threads", bulk_threads)
-    data = pattern_bytes(24 * MiB, seed=29)
-    x = V1Transfer(data)
-    ws = RawWs(n.host, n.port, v1_path(t), ["netwine.v1"])
-    x.attach(ws)
+    n, x, ws = v1_echo(netwine, tcp_target, 24 * MiB, 29, "--bulk-threads", bulk_threads)
+    data = x.data
     assert x.run(ws, ack_every=1 << 62, stall_s=1.0, deadline_s=30) == "stalled"
     assert x.up_pos - x.up_acked <= x.window
     assert x.run(ws, deadline_s=30) == "done"
