@@ -962,7 +962,7 @@
     var self = this, sock = this.sock, up = sock._up, chunk, frame;
     if (!this.established || this.dead || this.closing) return;
     if (this.sent < up.base) this.sent = up.base;
-    while (this.sent < up.end && this.sent - up.base < sock._opt.wsWindow) {
+    while (this.sent < up.end && this.sent - sock._upTaken < sock._opt.wsWindow) {
       if (this.ws.bufferedAmount > sock._opt.wsHighWater) {
         if (!this.retry) {
           this.retry = sock._setTimeout(function () {
@@ -973,7 +973,7 @@
         }
         return;
       }
-      chunk = up.slice(this.sent, Math.min(sock._opt.wsChunk, up.base + sock._opt.wsWindow - this.sent));
+      chunk = up.slice(this.sent, Math.min(sock._opt.wsChunk, sock._upTaken + sock._opt.wsWindow - this.sent));
       frame = new Uint8Array(8 + chunk.length);
       writeOffset(frame, this.sent);
       frame.set(chunk, 8);
@@ -1072,6 +1072,7 @@
     this._key = null;
     this._down = new Down();
     this._up = new Up();
+    this._upTaken = 0;  // the last "A n" of any WebSocket: where the upstream window starts
     this._outq = [];          // send() items not yet in _up: {bytes} or a Blob being read
     this._outqBytes = 0;
     this._transportName = null;
@@ -1632,6 +1633,9 @@
 
   // The server has applied upstream bytes before n (a netwine.v1 "A n").
   Socket.prototype._upAcked = function (t, n) {
+    // The upstream window counts from what the target has taken ("A n"), not
+    // from an attach's up_next: netwine may hold more it has not written yet.
+    if (n > this._upTaken) this._upTaken = n;
     if (!this._up.ack(n)) {
       this._fail(1002, 'protocol error: the server acknowledged upstream byte ' + n + ', never sent');
       return;

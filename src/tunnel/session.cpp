@@ -330,6 +330,11 @@ uint64_t Session::upstream_written() const {
   return up_next_ - evbuffer_get_length(waiting);
 }
 
+bool Session::downstream_held() const {
+  return resumable_ &&
+         evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get()) >= manager_.config().session_buffer;
+}
+
 bool Session::upstream_full() const {
   const evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
   return evbuffer_get_length(sink) >= manager_.config().session_buffer;

@@ -141,6 +141,9 @@ class Session {
   uint64_t upstream_written() const;
   // True while the target has not taken session-buffer bytes: stop feeding it.
   bool upstream_full() const;
+  // True while session-buffer downstream bytes wait for the client's
+  // acknowledgement, so the target is not read (resumable sessions only).
+  bool downstream_held() const;
   // Called once when upstream room frees up (for a held HTTP send). While one is
   // waiting, the session is not idle.
   void when_upstream_room(std::function<void()> fn) { room_waiter_ = std::move(fn); }

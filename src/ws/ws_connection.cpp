@@ -369,8 +369,11 @@ void WsConnection::begin_relay() {
   if (raw_fd_ >= 0) bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
   bufferevent_enable(bev_, EV_READ | EV_WRITE);
   if (mode_ == Mode::NetwineV1) {
-    up_ack_sent_ = session_->upstream_offset();
-    send_text("OK " + session_->key() + " " + std::to_string(up_ack_sent_));
+    send_text("OK " + session_->key() + " " + std::to_string(session_->upstream_offset()));
+    // Then what the target has taken so far, where the client's upstream window
+    // starts (ws_connection.hpp, "A <offset>"); later acks follow as it takes more.
+    up_ack_sent_ = session_->upstream_written();
+    if (up_ack_sent_ > 0) send_text(v1::ack_text(up_ack_sent_));
   }
   last_rx_ = now_seconds();
   arm_heartbeat(m_.config().ws_ping_interval);
@@ -765,6 +768,17 @@ void WsConnection::do_heartbeat() {
   if (awaiting_pong_) {
     if (last_rx_ >= ping_sent_at_) {
       awaiting_pong_ = false;
+    } else if (reading_paused_ && mode_ == Mode::NetwineV1 && session_ && session_->downstream_held() &&
+               now - ping_sent_at_ >= c.ws_pong_timeout) {
+      // Stuck both ways: we wait for the target to take upstream, the target
+      // for us to read it, and we for the client's acknowledgements, which sit
+      // behind the upstream we do not read (a client over its window:
+      // ws_connection.hpp, "A <offset>"). Nothing frees that but a new
+      // connection: drop this one; the session stays, and the client resumes.
+      log::info("websocket ", peer_, ": stalled both ways with no answer to a ping (client over its upstream "
+                "window): dropping; the session can be resumed");
+      close_connection();
+      return;
     } else if (reading_paused_) {
       // We are not reading (back-pressure), so an answer could not be seen.
       arm_heartbeat(c.ws_pong_timeout);

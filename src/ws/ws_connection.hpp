@@ -41,11 +41,17 @@
 //          closes with 1002.
 //        server -> client: sent as the target's socket takes upstream bytes:
 //          the target has been given every byte before <offset>; the client may
-//          forget them. A client should keep fewer than half of --session-buffer
-//          upstream bytes unacknowledged (netwine.js: wsWindow, 256 KiB). Acks
+//          forget them. Right after the OK of an attach the server sends the
+//          offset the target has taken so far (when it is not 0). A client should
+//          keep fewer than half of --session-buffer upstream bytes past the last
+//          such offset (netwine.js: wsWindow, 256 KiB), counting from the last "A"
+//          it got on any connection of the session, not from <up_next>. Acks
 //          travel behind data, so with more in flight and a target that echoes,
 //          both directions can wait on each other: the server stops reading the
 //          client (upstream full) while waiting for its acks (downstream full).
+//          When that lasts past a ping and --ws-pong-timeout, the server drops
+//          the connection (no close frame); the session stays, and the client
+//          resumes from its ack, which frees downstream again.
 //      Any other TEXT message closes with 1003.
 //   5. Ending. The session's end reaches the client as a close frame with the
 //      session's code and reason (1000 target closed, 1001 shutting down, 1008

@@ -572,6 +572,37 @@ def test_server_pings_and_drops_silent_peer(netwine, tcp_target):
     ws2.close()
 
 
+def test_v1_client_ignoring_the_window_stalls_only_itself(netwine, tcp_target):
+    # A netwine.v1 client that pushes upstream with no window and holds its acks
+    # back, against an echoing target: both directions fill and its acks (and
+    # Pongs) wait behind its own data (PROTOCOL.md section 4). netwine drops that
+    # connection once a ping goes unanswered, the session waits to be resumed,
+    # and every other session goes on meanwhile.
+    t = tcp_target("echo")
+    n = start(netwine, t, "--ws-ping-interval", "0.5", "--ws-pong-timeout", "0.5")
+    greedy = V1Transfer(pattern_bytes(64 * 1024 * 1024, seed=3), window=1 << 62)
+    ws = raw(n, new_path(t), ["netwine.v1"])
+    greedy.attach(ws)
+    t0 = time.monotonic()
+    with pytest.raises((EOFError, OSError)):  # dropped (no Close: its Pong never came)
+        greedy.run(ws, ack_every=1 << 62, deadline_s=20)
+    assert time.monotonic() - t0 < 15
+    assert len(greedy.received) < len(greedy.data)
+    # Another session, meanwhile and after: unaffected.
+    other = V1Transfer(pattern_bytes(4 * 1024 * 1024, seed=4))
+    ws2 = raw(n, new_path(t), ["netwine.v1"])
+    other.attach(ws2)
+    assert other.run(ws2, deadline_s=20) == "done"
+    assert bytes(other.received) == other.data
+    # The session waited for it: it can be resumed at the client's offset. (Its
+    # target still holds the excess it was given, so a resumed transfer may stall
+    # and be dropped again: the window is the client's to keep.)
+    sent = greedy.up_pos
+    ws3 = raw(n, f"/netwine/{greedy.key}/ws?ack={len(greedy.received)}", ["netwine.v1"])
+    assert 0 < greedy.attach(ws3) <= sent  # OK <key> <up_next>: it holds what it read
+    ws3.close()
+
+
 # ------------------------------------------------------ memory bounds
 
 def test_slow_reader_does_not_grow_memory(netwine, tcp_target):

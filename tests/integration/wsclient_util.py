@@ -223,7 +223,6 @@ class V1Transfer:
         self.received = bytearray()
         self.up_pos = 0          # next upstream byte to send
         self.up_acked = 0        # highest "A N" from the server
-        self.up_floor = 0        # the up_next of the last attach: held by the server
         self.down_acked = 0      # highest "A N" sent
         self.down_msgs = 0
         self.key = None
@@ -240,7 +239,6 @@ class V1Transfer:
         up_next = int(up_next)
         assert up_next <= self.up_pos or self.up_pos == 0
         self.up_pos = up_next   # resend what the server does not hold
-        self.up_floor = up_next
         return up_next
 
     def run(self, ws: RawWs, stop_after_down=None, ack_every=128 * 1024, deadline_s=60, stall_s=None):
@@ -261,7 +259,7 @@ class V1Transfer:
         while len(self.received) < len(self.data):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"transfer stalled at up={self.up_pos} down={len(self.received)}")
-            room = self.window - (self.up_pos - max(self.up_acked, self.up_floor))
+            room = self.window - (self.up_pos - self.up_acked)  # from the last "A N", not up_next
             if not ws.out and self.up_pos < len(self.data) and room > 0:
                 chunk = self.data[self.up_pos:self.up_pos + min(self.CHUNK, room)]
                 ws.out += encode_frame(OP_BINARY, be64(self.up_pos) + chunk)
