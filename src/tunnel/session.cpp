@@ -288,7 +288,7 @@ Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint
   }
   evbuffer_drain(data, static_cast<size_t>(d.skip));
   size_t fresh = len - static_cast<size_t>(d.skip);
-  evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  evbuffer* sink = upstream_sink();
   evbuffer_add_buffer(sink, data);
   up_next_ += fresh;
   next = up_next_;
@@ -303,7 +303,7 @@ Session::SendStatus Session::send_upstream(uint64_t offset, const uint8_t* data,
   auto d = decide_upstream(up_next_, offset, len);
   if (d.kind == UpstreamDecision::Kind::Gap) return SendStatus::Gap;
   if (d.kind == UpstreamDecision::Kind::Duplicate) return SendStatus::Duplicate;
-  evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  evbuffer* sink = upstream_sink();
   evbuffer_add(sink, data + d.skip, len - static_cast<size_t>(d.skip));
   up_next_ += len - d.skip;
   next = up_next_;
@@ -315,7 +315,7 @@ Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t 
   reclaim();
   if (state_ == State::Ending || state_ == State::Ended || client_closing_) return SendStatus::Closed;
   if (len == 0) return SendStatus::Duplicate;
-  evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
+  evbuffer* sink = upstream_sink();
   evbuffer_iovec v;
   if (evbuffer_reserve_space(sink, static_cast<ev_ssize_t>(len), &v, 1) != 1) return SendStatus::Closed;
   ws::copy_masked(static_cast<uint8_t*>(v.iov_base), masked, len, key, mask_offset);
@@ -325,10 +325,12 @@ Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t 
   return SendStatus::Applied;
 }
 
-uint64_t Session::upstream_written() const {
-  const evbuffer* waiting = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
-  return up_next_ - evbuffer_get_length(waiting);
+// Where upstream bytes wait: the target's output, or up_pending_ while connecting.
+evbuffer* Session::upstream_sink() const {
+  return target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
 }
+
+uint64_t Session::upstream_written() const { return up_next_ - evbuffer_get_length(upstream_sink()); }
 
 bool Session::downstream_held() const {
   return resumable_ &&
@@ -336,8 +338,7 @@ bool Session::downstream_held() const {
 }
 
 bool Session::upstream_full() const {
-  const evbuffer* sink = target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();
-  return evbuffer_get_length(sink) >= manager_.config().session_buffer;
+  return evbuffer_get_length(upstream_sink()) >= manager_.config().session_buffer;
 }
 
 void Session::client_close() {

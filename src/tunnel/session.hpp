@@ -213,6 +213,7 @@ class Session {
   void do_target_read();
   void do_target_write();
   void update_target_reading();
+  evbuffer* upstream_sink() const;
   void advance_sent(size_t n);
   void notify();
   void arm_idle_timer();
