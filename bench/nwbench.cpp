@@ -1076,7 +1076,8 @@ class TputConn final : public EchoConn {
  public:
   TputConn(Loop& loop, const Endpoint& ep, const Options& o, const Pattern& pat, const FrameRing& ring,
            std::function<void()> on_change)
-      : EchoConn(loop.base(), ep, o), pat_(pat), ring_(ring), on_change_(std::move(on_change)), window_(o.window) {
+      : EchoConn(loop.base(), ep, o), pat_(pat), ring_(ring), on_change_(std::move(on_change)), window_(o.window),
+        size_(o.size) {
     uint64_t msgs = (o.bytes + o.size - 1) / o.size;
     total_payload_ = msgs * o.size;
     total_wire_ = msgs * ring.frame_size();
@@ -1094,7 +1095,7 @@ class TputConn final : public EchoConn {
   void on_drained() override { pump(); }
 
   void on_payload(const uint8_t* p, size_t n) override {
-    if (rx_ + n > tx_payload_sent_upper()) {
+    if (rx_ + n > payload_sent()) {
       report_mismatch("more_bytes_than_sent");
       return fail("extra_bytes");
     }
@@ -1106,15 +1107,22 @@ class TputConn final : public EchoConn {
   // one 1 KiB writev each.
   void on_read_done() override { pump(); }
 
-  // Upper bound of payload bytes sent so far (headers count as payload): a cheap
-  // guard that the echo does not invent bytes.
-  uint64_t tx_payload_sent_upper() const { return tx_; }
+  // Payload bytes among the tx_ wire bytes written: the ring is whole frames of
+  // header + payload, so a frame's header bytes never count.
+  uint64_t payload_sent() const {
+    uint64_t frame = ring_.frame_size(), header = frame - size_, into = tx_ % frame;
+    return tx_ / frame * size_ + (into > header ? into - header : 0);
+  }
 
   void pump() {
     if (!sending_ || !open()) return;
     while (tx_ < total_wire_) {
-      // Window in wire bytes against payload back; header bytes make it a bit tighter.
-      uint64_t inflight = tx_ - std::min(tx_, rx_);
+      // The window is in payload bytes, both ways: what was sent and has not come
+      // back. (Counting sent wire bytes against payload back let the headers
+      // pile up as if in flight: 8 of every 1032 bytes with 1 KiB messages, so
+      // a run stalled for good after ~96 windows — 4 GB at 8 x 4 MiB.)
+      uint64_t sent = payload_sent();
+      uint64_t inflight = sent - std::min(sent, rx_);
       if (inflight >= window_) return;
       // Hysteresis: wait until a worthwhile piece of the window is free.
       uint64_t room = window_ - inflight;
@@ -1155,6 +1163,7 @@ class TputConn final : public EchoConn {
   uint64_t tx_ = 0;  // wire bytes written
   uint64_t rx_ = 0;  // payload bytes echoed and checked
   uint64_t window_;
+  uint64_t size_;  // payload bytes per message
 };
 
 int run_ws_tput(const Options& o, const Endpoint& ep) {

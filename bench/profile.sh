@@ -41,31 +41,23 @@ meson compile -C "$BUILD" netwine nwbench >>"$OUT/build.log" 2>&1 || { echo "bui
 cp "$BUILD/netwine" "$BUILD/bench/nwbench" "$WORK/"
 gcc -O2 -Wall -pthread "$ROOT/bench/refrelay.c" -o "$WORK/refrelay" >>"$OUT/build.log" 2>&1 || { echo "refrelay build failed" >&2; exit 1; }
 
-PIDS=()
+. "$ROOT/bench/lib.sh"  # start_bg, port_busy, stop_all
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
+    stop_all
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_busy() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .; }
-# start NAME PORT CMD...: in its own process group; waits until PORT listens.
+declare -A PID URL
+# start NAME PORT CMD...: start_bg, remembering NAME's pid.
 start() {
-    local name=$1 port=$2 i
-    shift 2
-    if port_busy "$port"; then echo "port $port busy ($name); set BASE_PORT" >&2; exit 1; fi
-    setsid "$@" >>"$OUT/$name.out" 2>&1 </dev/null &
-    PIDS+=("$!")
-    PID[$name]=$!
-    for i in $(seq 1 100); do port_busy "$port" && return 0; sleep 0.1; done
-    echo "$name did not listen on $port" >&2
-    exit 1
+    local name=$1
+    start_bg "$@"
+    PID[$name]=$LASTPID
 }
 
 ECHO=$BASE
-declare -A PID URL
 start echo "$ECHO" "$WORK/nwbench" serve --url "tcp://127.0.0.1:$ECHO" --kind echo
 start netwine $((BASE + 1)) "$WORK/netwine" --listen "127.0.0.1:$((BASE + 1))" --target "127.0.0.1:$ECHO" --access-log ''
 start socat $((BASE + 2)) socat -b 262144 "TCP-LISTEN:$((BASE + 2)),bind=127.0.0.1,fork,backlog=1024,reuseaddr" "TCP:127.0.0.1:$ECHO"

@@ -95,41 +95,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # ---- processes ----
-STARTED=()
+. "$ROOT/bench/lib.sh"  # start_bg, stop_bg, port_busy, wait_port, stop_all
 cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
-    sleep 0.3
-    for p in "${STARTED[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
+    stop_all
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_busy() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .; }
-wait_port() {
-    local i
-    for i in $(seq 1 100); do port_busy "$1" && return 0; sleep 0.1; done
-    return 1
-}
-# start_bg NAME PORT CMD...: own process group (killed as a group), waits for PORT.
-start_bg() {
-    local name=$1 port=$2
-    shift 2
-    if port_busy "$port"; then log "port $port busy ($name); set BASE_PORT"; exit 1; fi
-    setsid "$@" >>"$OUT/$name.out" 2>&1 </dev/null &
-    LASTPID=$!
-    STARTED+=("$LASTPID")
-    wait_port "$port" || { log "$name did not listen on $port (see $OUT/$name.out)"; exit 1; }
-}
-stop_bg() { # PID
-    local p=$1 i keep=()
-    kill -TERM -- "-$p" 2>/dev/null
-    for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$p" 2>/dev/null
-    for i in "${STARTED[@]}"; do [ "$i" != "$p" ] && keep+=("$i"); done
-    STARTED=("${keep[@]}")
-}
 tree_pids() {
     local p=$1 c
     echo "$p"
