@@ -325,6 +325,11 @@ Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t 
   return SendStatus::Applied;
 }
 
+void Session::reserve_upstream(size_t n) {
+  if (lent_ || n == 0 || state_ == State::Ending || state_ == State::Ended) return;
+  evbuffer_expand(upstream_sink(), n);  // a failure only means the sends allocate as before
+}
+
 // Where upstream bytes wait: the target's output, or up_pending_ while connecting.
 evbuffer* Session::upstream_sink() const {
   return target_ ? bufferevent_get_output(target_.get()) : up_pending_.get();

@@ -273,6 +273,9 @@ bool BulkRelay::read_client() {
   window_bytes_ += got;
   Feeder feeder(*this);
   evbuffer* in = b_.from_client;
+  // One piece of room for what this read unmasks (payload <= input): small
+  // messages then share a buffer instead of allocating one each.
+  evbuffer_expand(b_.to_target, evbuffer_get_length(in));
   while (evbuffer_get_length(in) > 0) {
     evbuffer_iovec v[16];
     int n = std::min(evbuffer_peek(in, -1, nullptr, v, 16), 16);

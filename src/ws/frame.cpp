@@ -48,10 +48,22 @@ void copy_masked(uint8_t* dst, const uint8_t* src, size_t len, const uint8_t key
     uint64_t k64;
     std::memcpy(&k64, k, sizeof k64);
 
+    // 32 bytes a step as a vector (GCC/Clang vector extension): SSE2 or AVX
+    // instructions at any optimisation level. -O2 (the default build) does not
+    // vectorise the word loop below by itself: the possible overlap of dst and
+    // src would need a runtime check its cost model refuses.
+    using Vec = uint64_t __attribute__((vector_size(32)));
+    const Vec kv = {k64, k64, k64, k64};
     size_t i = 0;
+    for (; i + sizeof(Vec) <= len; i += sizeof(Vec)) {
+        Vec w;
+        std::memcpy(&w, src + i, sizeof w);  // unaligned-safe; the whole load before the store (dst may be src)
+        w ^= kv;
+        std::memcpy(dst + i, &w, sizeof w);
+    }
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
-        std::memcpy(&w, src + i, sizeof w);  // unaligned-safe; one load (dst may be src)
+        std::memcpy(&w, src + i, sizeof w);
         w ^= k64;
         std::memcpy(dst + i, &w, sizeof w);
     }

@@ -412,6 +412,7 @@ void WsConnection::do_read() {
 // chains; the decoder unmasks them and hands out spans that go straight to the
 // target), then drains it.
 void WsConnection::feed_input(evbuffer* in) {
+  if (session_) session_->reserve_upstream(evbuffer_get_length(in));  // payload <= input
   while (evbuffer_get_length(in) > 0) {
     evbuffer_iovec v[16];
     int n = std::min(evbuffer_peek(in, -1, nullptr, v, 16), 16);
