@@ -1120,7 +1120,8 @@ class TputConn final : public EchoConn {
       // The window is in payload bytes, both ways: what was sent and has not come
       // back. (Counting sent wire bytes against payload back let the headers
       // pile up as if in flight: 8 of every 1032 bytes with 1 KiB messages, so
-      // a run stalled for good after ~96 windows — 4 GB at 8 x 4 MiB.)
+      // a run stalled for good after 128 x (window - 64 KiB) of payload per
+      // connection: 4 GB at 8 x 4 MiB.)
       uint64_t sent = payload_sent();
       uint64_t inflight = sent - std::min(sent, rx_);
       if (inflight >= window_) return;
