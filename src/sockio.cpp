@@ -13,11 +13,11 @@ bool plain_socket(bufferevent* bev) {
          bufferevent_getfd(bev) >= 0;
 }
 
-size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget) {
+size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget, size_t chunk) {
   size_t got = 0;
   while (got < budget) {
     evbuffer_iovec v;
-    size_t want = std::min(kReadChunk, budget - got);
+    size_t want = std::min(chunk, budget - got);
     if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &v, 1) < 1) break;
     want = std::min(v.iov_len, want);
     ssize_t r = ::recv(fd, v.iov_base, want, MSG_DONTWAIT);

@@ -15,7 +15,10 @@
 
 namespace netwine::sockio {
 
-// Reads are made into contiguous spaces of this size (one evbuffer chain each).
+// Reads are made into contiguous spaces of this size (one evbuffer chain each),
+// unless the caller names another. libevent rounds a chain up to a power of two
+// with its header, so a 64 KiB space is a 128 KiB allocation: the event loops,
+// which may hold thousands of partly filled buffers, keep to this size.
 inline constexpr size_t kReadChunk = 64 * 1024;
 
 // True when the bufferevent reads a plain TCP socket itself, so recv() on its fd
@@ -26,7 +29,7 @@ bool plain_socket(bufferevent* bev);
 // Reads from fd into out until the socket is empty or `budget` bytes were read.
 // Returns the bytes read. EOF and errors are not reported here: they are left for
 // the bufferevent's own next read to see, so there is one place that handles them.
-size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget);
+size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget, size_t chunk = kReadChunk);
 
 // Moves everything queued in a socket bufferevent's output to `to`. Outside its
 // own write callback a socket bufferevent keeps its output's start frozen, and

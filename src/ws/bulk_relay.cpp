@@ -265,7 +265,7 @@ bool BulkRelay::still_busy() {
 
 // Reads what the client sent and decodes it. False (with result_ set) ends the loan.
 bool BulkRelay::read_client() {
-  size_t got = sockio::read_more(client_fd_, b_.from_client, kReadBudget);
+  size_t got = sockio::read_more(client_fd_, b_.from_client, kReadBudget, kReadBudget);
   if (got == 0) {
     result_.why = Why::SocketEnded;  // its end, or an error: the bufferevent reads it again
     return false;
@@ -323,7 +323,7 @@ void BulkRelay::ack_upstream() {
 }
 
 bool BulkRelay::read_target() {
-  size_t got = sockio::read_more(target_fd_, b_.from_target, std::min(kReadBudget, target_room()));
+  size_t got = sockio::read_more(target_fd_, b_.from_target, std::min(kReadBudget, target_room()), kReadBudget);
   if (got == 0) {
     result_.why = Why::SocketEnded;
     return false;
