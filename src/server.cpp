@@ -196,7 +196,7 @@ struct Server::ConnGuard {
     auto* g = static_cast<ConnGuard*>(arg);
     if (info->n_added == 0) return;
     g->bytes_in += info->n_added;
-    g->read_more(in);
+    if (sockio::socket_may_hold_more(info->n_added)) g->read_more(in);
     // The first bytes of a later request on a keep-alive connection start its deadline.
     if (!g->armed && g->adopted && g->evhttp_reading()) {
       g->arm(g->server->config_.header_timeout);

@@ -21,6 +21,14 @@ namespace netwine::sockio {
 // which may hold thousands of partly filled buffers, keep to this size.
 inline constexpr size_t kReadChunk = 64 * 1024;
 
+// What a socket bufferevent reads at most per read event in libevent 2.1.12
+// (LIBEVENT-NOTES "Speed"): it asks FIONREAD first and reads min(that, 4096). So
+// a read of fewer bytes took all the socket held, and read_more() would only
+// cost a recv() that fails with EAGAIN — one system call per small message
+// each way. Anything that arrives after is announced by the next read event.
+inline constexpr size_t kBufferEventRead = 4096;
+inline bool socket_may_hold_more(size_t just_read) { return just_read >= kBufferEventRead; }
+
 // True when the bufferevent reads a plain TCP socket itself, so recv() on its fd
 // reads exactly the bytes it would have read. Not for TLS or filter bufferevents:
 // their fd carries ciphertext or sits below another layer.

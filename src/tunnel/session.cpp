@@ -121,7 +121,8 @@ void Session::do_target_read() {
   // buffer has room for (so back-pressure still holds) and a per-callback budget.
   size_t buffered = evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get());
   size_t room = manager_.config().session_buffer > buffered ? manager_.config().session_buffer - buffered : 0;
-  if (target_fd_ >= 0 && room > 0) n += sockio::read_more(target_fd_, down_.get(), std::min(room, kReadBudget));
+  if (target_fd_ >= 0 && room > 0 && sockio::socket_may_hold_more(n))
+    n += sockio::read_more(target_fd_, down_.get(), std::min(room, kReadBudget));
   down_end_ += n;
   update_target_reading();
   notify();

@@ -15,7 +15,11 @@
 namespace netwine::ws {
 namespace {
 
-// Bytes read from one socket per wake-up: socat's -b 262144.
+// Bytes read from one socket per wake-up: socat's -b 262144, in one recv() into
+// one chain. Four recv()s of 64 KiB (the event loops' chunk) moved 15-20% less
+// on the one-way rows (docs/PERFORMANCE.md, "One recv per wake-up"). libevent
+// makes such a chain a 512 KiB allocation; at most --bulk-threads connections
+// are lent, so there are few of them (the loops keep 64 KiB: sockio.hpp).
 constexpr size_t kReadBudget = 256 * 1024;
 // Largest binary message made from target bytes (as on the event loop).
 constexpr size_t kMaxDataMessage = 256 * 1024;

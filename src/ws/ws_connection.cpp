@@ -396,8 +396,11 @@ void WsConnection::do_read() {
   }
   // Move (not copy) what the bufferevent read into our own buffer: a socket
   // bufferevent's input is frozen at its end, so only rx_ can take more.
+  size_t fresh = evbuffer_get_length(in);
   evbuffer_add_buffer(rx_.get(), in);
-  if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full())) sockio::read_more(raw_fd_, rx_.get(), kReadBudget);
+  if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full()) &&
+      sockio::socket_may_hold_more(fresh))
+    sockio::read_more(raw_fd_, rx_.get(), kReadBudget);
   if (size_t n = evbuffer_get_length(rx_.get())) {
     last_rx_ = now_seconds();
     meter(n, last_rx_);
