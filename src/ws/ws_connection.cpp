@@ -55,6 +55,8 @@ constexpr size_t kBase64RawChunk = 192 * 1024;
 constexpr size_t kOutputHighWater = 1024 * 1024;
 // ... and refill once the queue has drained to this (the write low-watermark).
 constexpr size_t kOutputLowWater = 256 * 1024;
+// At most this much target data is written straight to an idle client socket.
+constexpr size_t kDirectWriteMax = 16 * 1024;
 // Bytes read per read callback beyond the bufferevent's own 4096-byte read
 // (LIBEVENT-NOTES "Speed"): bounded so one fast client cannot starve the loop.
 constexpr size_t kReadBudget = 256 * 1024;
@@ -622,6 +624,19 @@ void WsConnection::pump() {
   if (session_->state() == tunnel::Session::State::Connecting) return;
   evbuffer* out = bufferevent_get_output(bev_);
   uint64_t sent = session_->sent_offset();
+  if (raw_fd_ >= 0 && evbuffer_get_length(out) == 0 && session_->unsent() > 0 &&
+      session_->unsent() <= kDirectWriteMax) {
+    // A small message and nothing queued (interactive traffic): write it now.
+    // Through the bufferevent it would cost adding its write event, a wake-up
+    // and deleting the event again — 3 of the ~14 system calls of a round trip
+    // (docs/PERFORMANCE.md). Only what the socket does not take is queued.
+    // Larger amounts keep the usual path: its write callbacks are where a busy
+    // connection is found and lent to a bulk thread.
+    static thread_local EvbufferPtr stage{evbuffer_new()};
+    send_data_message(stage.get());
+    evbuffer_write(stage.get(), raw_fd_);  // an error: the bufferevent meets it on what is left, or on its next read
+    evbuffer_add_buffer(out, stage.get());
+  }
   while (session_->unsent() > 0 && evbuffer_get_length(out) < kOutputHighWater) send_data_message(out);
   if (session_->sent_offset() != sent) meter(static_cast<size_t>(session_->sent_offset() - sent), now_seconds());
   if (session_->ready_to_close()) {

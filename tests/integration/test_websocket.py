@@ -103,6 +103,95 @@ def test_echo_16mib_each_way(netwine, tcp_target, subprotocol):
     assert size == 16 * MiB and ok
 
 
+class Gate:
+    """Target that reads nothing until `go` is set, then reads `total` bytes, then
+    sends them back in 1000-byte writes (counted in `sent`) and waits for the end."""
+
+    def __init__(self, total):
+        self.total = total
+        self.go = threading.Event()
+        self.got = bytearray()
+        self.sent = 0
+        self.done = threading.Event()
+
+    def __call__(self, conn):
+        if not self.go.wait(60):
+            return
+        conn.settimeout(30)
+        while len(self.got) < self.total:
+            b = conn.recv(65536)
+            if not b:
+                return
+            self.got += b
+        for i in range(0, len(self.got), 1000):
+            conn.sendall(self.got[i:i + 1000])
+            self.sent = min(i + 1000, len(self.got))
+        self.done.set()
+        try:
+            conn.recv(1)  # until netwine closes
+        except OSError:
+            pass
+
+
+async def _until_quiet(value, finished, quiet=0.3, limit=30):
+    """Waits until finished() or until value() has not changed for `quiet` s."""
+    last, since = value(), time.monotonic()
+    deadline = since + limit
+    while not finished() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        v = value()
+        if v != last:
+            last, since = v, time.monotonic()
+        elif time.monotonic() - since > quiet:
+            return
+
+
+async def _small_messages_through_stalls(url, proto, data, gate):
+    sizes = [1, 37, 1000, 4096, 16 * 1024, 16 * 1024 + 1, 700, 12000]
+    async with websockets.client.connect(url, subprotocols=[proto], max_size=None, max_queue=1,
+                                         ping_interval=None, compression=None) as ws:
+        progress = [0]
+
+        async def sender():
+            i = k = 0
+            while i < len(data):
+                piece = data[i:i + sizes[k % len(sizes)]]
+                await ws.send(base64.b64encode(piece).decode() if proto == "base64" else piece)
+                i += len(piece)
+                k += 1
+                progress[0] = i
+
+        task = asyncio.ensure_future(sender())
+        # The target reads nothing yet: sends fill its socket, then queue in netwine.
+        await _until_quiet(lambda: progress[0], task.done)
+        gate.go.set()
+        await asyncio.wait_for(task, 60)
+        # We read nothing yet: the echo fills our socket, then queues in netwine.
+        await _until_quiet(lambda: gate.sent, gate.done.is_set)
+        got = bytearray()
+        while len(got) < len(data):
+            m = await asyncio.wait_for(ws.recv(), 30)
+            got += base64.b64decode(m, validate=True) if proto == "base64" else m
+        return bytes(got)
+
+
+@pytest.mark.parametrize("proto", ["binary", "base64"])
+def test_small_messages_through_stalled_sockets_keep_their_order(netwine, tcp_target, proto):
+    """Small messages are written straight to an idle socket (docs/PERFORMANCE.md);
+    when a socket stops taking them, the rest queue behind what it took. Both
+    directions are stalled on purpose; every byte must arrive once, in order."""
+    data = pattern_bytes(3 * MiB, seed=11)
+    gate = Gate(len(data))
+    t = tcp_target(gate)
+    n = start(netwine, t, "--bulk-threads", "0")
+    try:
+        got = asyncio.run(_small_messages_through_stalls(ws_url(n, t), proto, data, gate))
+    finally:
+        gate.go.set()
+    assert bytes(gate.got) == data, "upstream bytes differ"
+    assert len(got) == len(data) and sha(got) == sha(data), "downstream bytes differ"
+
+
 def test_server_prefers_its_own_order(netwine, tcp_target):
     t = tcp_target("echo")
     n = start(netwine, t)
