@@ -140,7 +140,7 @@ class Session {
   // A batch of at most kDirectWriteMax bytes (interactive traffic) also lets its
   // first send go straight to an idle plain target socket (write_direct()).
   void reserve_upstream(size_t n);
-  static constexpr size_t kDirectWriteMax = 16 * 1024;
+  static constexpr size_t kDirectWriteMax = 16 * 1024;  // also WsConnection::pump()'s limit
   uint64_t upstream_offset() const { return up_next_; }
   // Upstream bytes the target's socket has taken (up_next_ less what still waits
   // in its output, or for the connection): what netwine.v1's "A N" acknowledges,

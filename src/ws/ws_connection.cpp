@@ -55,8 +55,6 @@ constexpr size_t kBase64RawChunk = 192 * 1024;
 constexpr size_t kOutputHighWater = 1024 * 1024;
 // ... and refill once the queue has drained to this (the write low-watermark).
 constexpr size_t kOutputLowWater = 256 * 1024;
-// At most this much target data is written straight to an idle client socket.
-constexpr size_t kDirectWriteMax = 16 * 1024;
 // Bytes read per read callback beyond the bufferevent's own 4096-byte read
 // (LIBEVENT-NOTES "Speed"): bounded so one fast client cannot starve the loop.
 constexpr size_t kReadBudget = 256 * 1024;
@@ -625,7 +623,7 @@ void WsConnection::pump() {
   evbuffer* out = bufferevent_get_output(bev_);
   uint64_t sent = session_->sent_offset();
   if (raw_fd_ >= 0 && evbuffer_get_length(out) == 0 && session_->unsent() > 0 &&
-      session_->unsent() <= kDirectWriteMax) {
+      session_->unsent() <= tunnel::Session::kDirectWriteMax) {
     // A small message and nothing queued (interactive traffic): write it now.
     // Through the bufferevent it would cost adding its write event, a wake-up
     // and deleting the event again — 3 of the ~14 system calls of a round trip
