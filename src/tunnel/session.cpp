@@ -289,8 +289,15 @@ Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint
   }
   evbuffer_drain(data, static_cast<size_t>(d.skip));
   size_t fresh = len - static_cast<size_t>(d.skip);
-  evbuffer* sink = upstream_sink();
-  evbuffer_add_buffer(sink, data);
+  // A small send (an HTTP transport's keystrokes) goes straight to an idle socket,
+  // as the WebSocket's do.
+  if (may_write_direct(fresh)) {
+    if (const auto* p = evbuffer_pullup(data, static_cast<ev_ssize_t>(fresh))) {
+      direct_next_ = true;
+      evbuffer_drain(data, write_direct(p, fresh));
+    }
+  }
+  evbuffer_add_buffer(upstream_sink(), data);
   up_next_ += fresh;
   next = up_next_;
   return SendStatus::Applied;
@@ -335,19 +342,25 @@ Session::SendStatus Session::send_upstream_masked(const uint8_t* masked, size_t 
   return SendStatus::Applied;
 }
 
+// Nothing waits for the plain target socket, and `n` bytes are few enough to
+// be written at once (write_direct()).
+bool Session::may_write_direct(size_t n) const {
+  return !lent_ && n > 0 && n <= kDirectWriteMax && state_ != State::Ending && state_ != State::Ended &&
+         target_fd_ >= 0 && target_ && evbuffer_get_length(bufferevent_get_output(target_.get())) == 0;
+}
+
 void Session::reserve_upstream(size_t n) {
   direct_next_ = false;
   if (lent_ || n == 0 || state_ == State::Ending || state_ == State::Ended) return;
-  if (n <= kDirectWriteMax && target_fd_ >= 0 && target_ &&
-      evbuffer_get_length(bufferevent_get_output(target_.get())) == 0) {
+  if (may_write_direct(n)) {
     direct_next_ = true;
     return;
   }
   evbuffer_expand(upstream_sink(), n);  // a failure only means the sends allocate as before
 }
 
-// Writes the first send of a small batch to the target's socket at once when
-// nothing waits before it (the mirror of WsConnection::pump()'s direct write):
+// Writes a small send (the first of a small WebSocket batch, or one HTTP send) to
+// the target's socket at once when nothing waits before it (the mirror of WsConnection::pump()'s direct write):
 // through the bufferevent it would cost adding its write event, a wake-up and
 // deleting the event — 3 of the ~14 system calls of a round trip
 // (docs/PERFORMANCE.md). Returns the bytes the socket took; the caller queues
@@ -356,9 +369,7 @@ void Session::reserve_upstream(size_t n) {
 size_t Session::write_direct(const uint8_t* data, size_t len) {
   if (!direct_next_) return 0;
   direct_next_ = false;
-  if (len == 0 || len > kDirectWriteMax || target_fd_ < 0 || !target_ ||
-      evbuffer_get_length(bufferevent_get_output(target_.get())) != 0)
-    return 0;
+  if (!may_write_direct(len)) return 0;
   ssize_t w = ::send(target_fd_, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
   return w > 0 ? static_cast<size_t>(w) : 0;
 }

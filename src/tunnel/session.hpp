@@ -229,6 +229,7 @@ class Session {
   static void on_tls_flushed(evbuffer* out, const evbuffer_cb_info* info, void* self);
   // Lets go of the target connection (freed outside of its callbacks).
   void drop_target();
+  bool may_write_direct(size_t n) const;
   size_t write_direct(const uint8_t* data, size_t len);
   void retire();
   void log_record();

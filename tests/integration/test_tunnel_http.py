@@ -575,6 +575,27 @@ def test_target_not_reading_holds_sends_then_503(netwine, tcp_target):
     assert sink.rec.count == total + 1 and sink.rec.sha.hexdigest() == sent.hexdigest()
 
 
+def test_small_sends_behind_queued_bytes_keep_their_order(netwine, tcp_target):
+    """A small send goes straight to the target's socket when nothing waits before
+    it (docs/PERFORMANCE.md); while netwine still holds bytes for the target, it
+    queues behind them. One 8 MiB send (the target reads it for a while), then
+    small sends at once: every byte once, in order."""
+    rec = Recorder(echo=False, keep=False)
+    t = tcp_target(rec)
+    n, c = start(netwine, t, extra=["--max-body-size", "8M", "--session-buffer", "16M"])
+    s = c.open(t.address, mode="none")
+    sent = hashlib.sha256()
+    total = 0
+    pieces = [pattern_bytes(8 * MiB, 7)] + [pattern_bytes(1000 + seed, seed) for seed in range(200)]
+    for piece in pieces:
+        s.send(piece)
+        sent.update(piece)
+        total += len(piece)
+    s.close()
+    rec.wait(lambda r: r.eof, 30)
+    assert rec.count == total and rec.sha.hexdigest() == sent.hexdigest()
+
+
 def test_abandoned_poll_is_noticed(netwine, tcp_target):
     t = tcp_target(Recorder())
     n, c = start(netwine, t, extra=["--poll-wait", "20"])
