@@ -292,10 +292,8 @@ Session::SendStatus Session::send_upstream(uint64_t offset, evbuffer* data, uint
   // A small send (an HTTP transport's keystrokes) goes straight to an idle socket,
   // as the WebSocket's do.
   if (may_write_direct(fresh)) {
-    if (const auto* p = evbuffer_pullup(data, static_cast<ev_ssize_t>(fresh))) {
-      direct_next_ = true;
-      evbuffer_drain(data, write_direct(p, fresh));
-    }
+    if (const auto* p = evbuffer_pullup(data, static_cast<ev_ssize_t>(fresh)))
+      evbuffer_drain(data, write_now(p, fresh));
   }
   evbuffer_add_buffer(upstream_sink(), data);
   up_next_ += fresh;
@@ -350,26 +348,27 @@ bool Session::may_write_direct(size_t n) const {
 }
 
 void Session::reserve_upstream(size_t n) {
-  direct_next_ = false;
-  if (lent_ || n == 0 || state_ == State::Ending || state_ == State::Ended) return;
-  if (may_write_direct(n)) {
-    direct_next_ = true;
-    return;
-  }
+  direct_next_ = may_write_direct(n);
+  if (direct_next_ || lent_ || n == 0 || state_ == State::Ending || state_ == State::Ended) return;
   evbuffer_expand(upstream_sink(), n);  // a failure only means the sends allocate as before
 }
 
-// Writes a small send (the first of a small WebSocket batch, or one HTTP send) to
-// the target's socket at once when nothing waits before it (the mirror of WsConnection::pump()'s direct write):
-// through the bufferevent it would cost adding its write event, a wake-up and
-// deleting the event — 3 of the ~14 system calls of a round trip
-// (docs/PERFORMANCE.md). Returns the bytes the socket took; the caller queues
-// the rest. Errors are left for the bufferevent to meet on the rest or on its
-// next read, so there is one place that handles them.
+// Writes the first send of a small WebSocket batch to the target's socket at
+// once when nothing waits before it (the mirror of WsConnection::pump()'s direct
+// write); HTTP sends do the same through write_now(). Through the bufferevent it
+// would cost adding its write event, a wake-up and deleting the event — 3 of the
+// ~14 system calls of a round trip (docs/PERFORMANCE.md). Returns the bytes the
+// socket took; the caller queues the rest.
 size_t Session::write_direct(const uint8_t* data, size_t len) {
   if (!direct_next_) return 0;
   direct_next_ = false;
-  if (!may_write_direct(len)) return 0;
+  return may_write_direct(len) ? write_now(data, len) : 0;
+}
+
+// One send() to the target's socket; the caller has checked may_write_direct().
+// Errors are left for the bufferevent to meet on the rest or on its next read, so
+// there is one place that handles them.
+size_t Session::write_now(const uint8_t* data, size_t len) {
   ssize_t w = ::send(target_fd_, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
   return w > 0 ? static_cast<size_t>(w) : 0;
 }

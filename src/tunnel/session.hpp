@@ -231,6 +231,7 @@ class Session {
   void drop_target();
   bool may_write_direct(size_t n) const;
   size_t write_direct(const uint8_t* data, size_t len);
+  size_t write_now(const uint8_t* data, size_t len);
   void retire();
   void log_record();
 
