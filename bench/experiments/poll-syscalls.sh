@@ -20,7 +20,7 @@ command -v strace >/dev/null || { echo "needs strace: apt-get install -y strace"
 ECHO=$((BASE + 1)) NW=$((BASE + 2))
 COUNTS=$(mktemp)
 . "$ROOT/bench/lib.sh"
-trap 'stop_all || true; rm -f "$COUNTS"' EXIT
+trap 'stop_all; rm -f "$COUNTS"' EXIT
 start_bg echo "$ECHO" "$NWB" serve --url "tcp://127.0.0.1:$ECHO" --kind echo
 # One event loop, so every call of a round trip is on the thread strace counts.
 start_bg netwine "$NW" strace -f -c -o "$COUNTS" "$NETWINE" --listen "127.0.0.1:$NW" \
