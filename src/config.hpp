@@ -51,6 +51,7 @@ struct Config {
   uint64_t max_connections = 0;
   int threads = 0;  // event-loop threads in all; 0 = one per CPU
   int bulk_threads = 0;  // busy binary WebSockets relayed by threads of their own at once; 0 = never
+  uint64_t bulk_after = 0;  // bytes either way within 0.1 s that make a WebSocket busy
 
   // Sessions.
   double connect_timeout = 0;

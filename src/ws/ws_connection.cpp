@@ -62,9 +62,9 @@ constexpr size_t kReadBudget = 256 * 1024;
 constexpr size_t kMaxSingleWrite = 1024 * 1024;
 // How long the closing handshake may take once our output has stopped draining.
 constexpr double kCloseTimeoutSeconds = 5.0;
-// A binary or netwine.v1 WebSocket that moves this much within kBulkWindow seconds is busy: it
-// is lent to a relay thread of its own (bulk_relay.hpp), under --bulk-threads.
-constexpr size_t kBulkBytes = 2 * 1024 * 1024;
+// A binary or netwine.v1 WebSocket that moves --bulk-after bytes (2 MiB by default) within
+// kBulkWindow seconds is busy: it is lent to a relay thread of its own (bulk_relay.hpp), under
+// --bulk-threads.
 constexpr double kBulkWindow = 0.1;
 // ... which gives it back after this long without a byte either way, or after a
 // second in which fewer than kBulkKeepBytes moved (a trickle keeps no place).
@@ -929,7 +929,7 @@ void WsConnection::meter(size_t bytes, double now) {
 // Lends a busy binary WebSocket to a relay thread (bulk_relay.hpp). Runs at the
 // end of our own bufferevent callbacks, where nothing up the stack holds state.
 void WsConnection::maybe_lend() {
-  if (meter_bytes_ < kBulkBytes || bulk_) return;
+  if (meter_bytes_ < m_.config().bulk_after || bulk_) return;
   meter_bytes_ = 0;
   meter_start_ = now_seconds();
   if ((mode_ != Mode::Raw && mode_ != Mode::NetwineV1) || raw_fd_ < 0 || phase_ != Phase::Open || !bev_ ||

@@ -62,7 +62,8 @@ def test_small_messages_on_a_bulk_thread_stay_byte_exact(netwine, tcp_target, si
     # (evbuffer_expand before decoding); sizes that are no multiple of the 32-byte
     # unmasking step check the tails. nwbench compares every echoed byte.
     target = tcp_target("echo")
-    n = netwine("--target", target.address, "--access-log", "")
+    # --bulk-after as test_bulk.py lowers it: lent even on a slow sanitizer build.
+    n = netwine("--target", target.address, "--access-log", "", "--bulk-after", "256K")
     url = f"ws://{n.host}:{n.port}/netwine/ws?target={target.address}"
     total = (96 << 20) if size != "37" else (24 << 20)
     kv, rc, err = nwbench("ws-tput", "--url", url, "--proto", "binary", "-s", size, "-m", str(total), "-t", "60",

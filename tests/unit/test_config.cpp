@@ -26,16 +26,18 @@ TEST_SUITE("config") {
     CHECK(o.config->max_body_size == 1024 * 1024);
     CHECK_FALSE(o.config->open_proxy);
     CHECK(o.config->admin_allow == std::vector<std::string>{"127.0.0.0/8", "::1"});
+    CHECK(o.config->bulk_after == 2 * 1024 * 1024);
   }
 
   TEST_CASE("flags: both spellings, repeatable lists replace the default, booleans") {
     auto o = parse({"--listen", "[::1]:0", "--listen=127.0.0.1:0", "--demo", "--max-body-size", "2M",
-                    "--poll-wait=1500ms", "--open-proxy=false"});
+                    "--poll-wait=1500ms", "--open-proxy=false", "--bulk-after", "256K"});
     REQUIRE(o.config);
     CHECK(o.config->listen == std::vector<std::string>{"[::1]:0", "127.0.0.1:0"});
     CHECK(o.config->demo);
     CHECK(o.config->max_body_size == 2 * 1024 * 1024);
     CHECK(o.config->poll_wait == doctest::Approx(1.5));
+    CHECK(o.config->bulk_after == 256 * 1024);
   }
 
   TEST_CASE("every list with a default is replaced, not extended, by the command line") {
@@ -93,6 +95,7 @@ TEST_SUITE("config") {
         {{"--max-body-size", "lots"}, "option --max-body-size: expected a size"},
         {{"--max-body-size", "10"}, "option --max-body-size: value 10 out of range"},
         {{"--poll-wait", "-3"}, "option --poll-wait: expected a duration"},
+        {{"--bulk-after", "4K"}, "option --bulk-after: value 4K out of range 65536..1073741824"},
         {{"--demo=maybe"}, "option --demo: expected true or false"},
         {{"--log-format", "xml"}, "option --log-format: expected text or json"},
         {{"--prefix", "netwine"}, "option --prefix: must start and end with '/'"},
