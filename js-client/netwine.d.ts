@@ -27,6 +27,8 @@ export interface SocketOptions {
   wsWindow?: number;
   /** Give up re-attaching after this long without a transport, in ms (default 45000). */
   resumeTimeout?: number;
+  /** close() gives up (1006) when nothing reaches the server for this long, in ms (default 10000). */
+  closeTimeout?: number;
   /** A WebSocket not open within this long counts as blocked, in ms (default 6000). */
   wsOpenTimeout?: number;
   /** An open not answered within this long fails, in ms (default 20000). */

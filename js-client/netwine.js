@@ -70,6 +70,9 @@
     // A poll or a send unanswered for this long is dead (ms); the server answers
     // within --poll-wait (25 s).
     pollTimeout: 40000,
+    // close() first delivers what was sent; if nothing more reaches the server for
+    // this long (ms), it gives up: close 1006, naming what it was waiting for.
+    closeTimeout: 10000,
     // Move a session from HTTP onto a WebSocket when 'websocket' is listed.
     upgrade: true,
     // After a WebSocket failed, wait this long before trying one again (ms), doubling;
@@ -1177,6 +1180,7 @@
     }
     this.readyState = CLOSING;
     this._log('closing (' + this._closeCode + ' ' + this._closeReason + ')');
+    this._closeMoved();
     this._flush();
   };
 
@@ -1699,10 +1703,13 @@
   // While CLOSING: once everything sent has gone, end the session.
   Socket.prototype._closeStep = function () {
     var self = this, a = this._active;
-    if (this.readyState !== CLOSING || !this._key || this._outq.length || this._closeSentOn) return;
+    if (this.readyState !== CLOSING || !this._key || this._closeSentOn) return;
+    if (this._up.base !== this._closeAt) this._closeMoved();
+    if (this._outq.length) return;
     if (!a || !a.established) return;  // re-attaching first
     if (a.name === 'websocket') {
       if (!a.allSent()) return;
+      this._cancel('closing');  // the closing handshake has a deadline of its own
       this._closeSentOn = a;
       a.closeSession(this._closeReason);
       this._timer('close', 5000, function () {
@@ -1711,11 +1718,35 @@
       return;
     }
     if (this._sending || this._up.pending() > 0 || this._timers.send) return;
+    this._cancel('closing');  // the close request has a timeout of its own
     this._closeSentOn = 'http';
     this._xhr('POST', this._http + '/' + this._key + '/close', null, 10000, function (status) {
       self._serverEnded = true;
       self._finish(self._closeCode, self._closeReason, status === 200, false);
     });
+  };
+
+  // close() is waiting for sent bytes to reach the server: (re)starts its deadline
+  // from now and from how far the server has acknowledged.
+  Socket.prototype._closeMoved = function () {
+    this._closeAt = this._up.base;
+    this._timer('closing', this._opt.closeTimeout, this._closeTimedOut);
+  };
+
+  Socket.prototype._closeTimedOut = function () {
+    var a = this._active, waiting = [], why, t;
+    if (this._up.pending() > 0) waiting.push(this._up.pending() + ' bytes not acknowledged');
+    if (this._outq.length) waiting.push(this._outq.length + ' Blobs being read');
+    if (!a) waiting.push('no transport');
+    else if (!a.established) waiting.push(a.name + ' re-attaching');
+    else if (a.name === 'websocket' && !a.allSent()) waiting.push('websocket still sending');
+    if (this._sending) waiting.push('a send unanswered');
+    if (this._timers.send) waiting.push('sends backing off');
+    t = this._opt.closeTimeout;
+    why = 'close timed out: nothing reached netwine for ' + (t >= 1000 ? Math.round(t / 1000) + ' s' : t + ' ms') +
+      ' (' + (waiting.join(', ') || 'waiting') + ')';
+    this._log(why + '; transport ' + (a ? a.name : 'none') + ', upstream ' + this._up.base + '-' + this._up.end);
+    this._fail(1006, truncateReason(why));
   };
 
   // Tells netwine the session is over (PROTOCOL.md section 3: after a C frame,

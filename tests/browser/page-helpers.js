@@ -33,7 +33,18 @@ window.T = {
     });
   },
   closed(s) {
-    return T.waitFor(() => s.log.close, 15000, 'close').then(() => s.log);
+    return T.waitFor(() => s.log.close, 15000, 'close').then(() => s.log, (e) => {
+      throw new Error(e.message + ': ' + T.state(s));
+    });
+  },
+  // The socket's insides, for a test that timed out (not an API).
+  state(s) {
+    const a = s._active;
+    return JSON.stringify({
+      readyState: s.readyState, transport: a && a.name, established: a && a.established,
+      sending: !!s._sending, upstream: [s._up.base, s._up.end], queued: s._outq.length,
+      timers: Object.keys(s._timers), closeSentOn: s._closeSentOn && (s._closeSentOn.name || s._closeSentOn),
+    });
   },
   pattern(size, seed) {
     const a = new Uint8Array(size);

@@ -345,6 +345,51 @@ test('close over HTTP waits for pending sends, then ends the session with the ca
   assert.ok(!s.events.includes('error'));
 });
 
+test('close gives up after closeTimeout with nothing acknowledged: 1006 naming what it waited for', async () => {
+  const env = makeEnv();
+  env.handler = (x) => {
+    if (x.path.includes('mode=poll')) return x.reply(200, `OK ${KEY}\n`);
+    if (x.path.endsWith('/close')) return x.reply(200, 'OK closed\n');
+    // polls and sends: held, never answered
+  };
+  const s = open(env, {transports: ['poll'], closeTimeout: 150});
+  await until(() => s.readyState === N.OPEN, 1000, 'open');
+  s.send('stuck');
+  s.close(4000, 'done');
+  await until(() => s.closed, 2000, 'close');
+  assert.deepStrictEqual([s.closed.code, s.closed.wasClean], [1006, false]);
+  assert.strictEqual(s.closed.reason,
+    'close timed out: nothing reached netwine for 150 ms (5 bytes not acknowledged, a send unanswered)');
+  assert.deepStrictEqual(s.events.slice(-2), ['error', 'close']);
+  await until(() => paths(env).includes(`POST /netwine/${KEY}/close`), 1000, 'the session freed');
+  assert.ok(env.requests.find((r) => r.path.includes('/send')).aborted);
+});
+
+test('close waits as long as sends keep being acknowledged, then ends cleanly', async () => {
+  const env = makeEnv();
+  let sends = 0;
+  env.handler = (x) => {
+    if (x.path.includes('mode=poll')) return x.reply(200, `OK ${KEY}\n`);
+    if (x.path.includes('/poll')) return;
+    if (x.path.includes('/send')) {
+      sends++;
+      const off = Number(/off=(\d+)/.exec(x.path)[1]);
+      return setTimeout(() => x.reply(200, `OK ${off + x.bodyText().length}\n`), 60);
+    }
+    if (x.path.endsWith('/close')) return x.reply(200, 'OK closed\n');
+  };
+  // 20 bytes in sends of 4, each answered after 60 ms: 300 ms in all, more than
+  // the 150 ms deadline, which restarts at each acknowledgement.
+  const s = open(env, {transports: ['poll'], closeTimeout: 150, maxSend: 4});
+  await until(() => s.readyState === N.OPEN, 1000, 'open');
+  s.send('0123456789abcdefghij');
+  s.close(4321, 'bye');
+  await until(() => s.closed, 3000, 'close');
+  assert.strictEqual(sends, 5);
+  assert.deepStrictEqual([s.closed.code, s.closed.reason, s.closed.wasClean], [4321, 'bye', true]);
+  assert.ok(!s.events.includes('error'));
+});
+
 test('text option: characters split between chunks come out whole', async () => {
   const env = makeEnv();
   const bytes = Buffer.from('grüße €');
