@@ -31,6 +31,8 @@
 #   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
 #   BUILD [build-bench]  BASE_PORT [19600]  OUT [/tmp/nwbench-<timestamp>]
 #   NETWINE [] a netwine binary to measure instead of building the work tree's
+#   NETWINE_B [] a second netwine binary, measured as target netwine-b (add it to
+#            TARGETS) in the same rotation: an interleaved A/B of two builds
 # Loopback only; every client run is capped with -t and `timeout`.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -113,7 +115,7 @@ nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
 
 ECHO=$((BASE + 1)) SINK=$((BASE + 2)) SOURCE=$((BASE + 3))
 declare -A PORT URL PROTO PID CMD
-PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[netwine-loop]=$((BASE + 12)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
+PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[netwine-loop]=$((BASE + 12)) PORT[netwine-b]=$((BASE + 13)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
 PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41))
 # bridge_cmd TARGET LISTEN_PORT TARGET_PORT: the command line of a single-target bridge.
 bridge_cmd() {
@@ -127,15 +129,21 @@ bridge_cmd() {
 CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --target 127.0.0.1:$SINK --target 127.0.0.1:$SOURCE --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
 CMD[netwine-1t]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-1t]}} --threads 1"
 CMD[netwine-loop]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-loop]}} --bulk-threads 0"
+if [ -n "${NETWINE_B:-}" ]; then
+    cp "$NETWINE_B" "$WORK/netwine-b"
+    CMD[netwine-b]="$WORK/netwine-b ${CMD[netwine]#"$NETWINE "}"
+    CMD[netwine-b]="${CMD[netwine-b]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-b]}}"
+fi
 for t in socat websockify ref-epoll ref-threads; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[netwine-1t]="ws://127.0.0.1:${PORT[netwine-1t]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[netwine-loop]="ws://127.0.0.1:${PORT[netwine-loop]}/netwine/ws?target=127.0.0.1:$ECHO"
+URL[netwine-b]="ws://127.0.0.1:${PORT[netwine-b]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[socat]="tcp://127.0.0.1:${PORT[socat]}"
 URL[websockify]="ws://127.0.0.1:${PORT[websockify]}/"
 URL[ref-epoll]="tcp://127.0.0.1:${PORT[ref-epoll]}" URL[ref-threads]="tcp://127.0.0.1:${PORT[ref-threads]}"
-PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[websockify]=binary
+PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[netwine-b]=binary PROTO[websockify]=binary
 HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 
 {
@@ -162,6 +170,10 @@ for t in $TARGETS; do
     raw) PID[raw]="" ;;
     socat | websockify)
         command -v "$t" >/dev/null || { log "$t missing; skipped"; continue; }
+        eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
+        PID[$t]=$LASTPID ;;
+    netwine-b)
+        [ -n "${CMD[netwine-b]:-}" ] || { log "netwine-b needs NETWINE_B; skipped"; continue; }
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
     netwine | netwine-1t | netwine-loop | ref-epoll | ref-threads)
@@ -228,7 +240,7 @@ run_test() { # REP TARGET TEST
         [ "$test" = down_c1 ] && to=$SOURCE tp=$SOURCEPID mode=ws-down
         case $t in
         raw) url="tcp://127.0.0.1:$to" ;;
-        netwine | netwine-1t | netwine-loop) url="ws://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
+        netwine | netwine-1t | netwine-loop | netwine-b) url="ws://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
         *)
             local dport=$((BASE + 60))
             eval "start_bg $t-dir $dport $(bridge_cmd "$t" "$dport" "$to")"

@@ -9,13 +9,14 @@ above 1 is better for throughput and rates, below 1 is better for latency and
 memory (the row says). ref-epoll and ref-threads are bench/refrelay.c, the
 floor of a relay's structure on this machine (docs/PERFORMANCE.md); netwine-1t
 is netwine with --threads 1 (with it, a netwine-1t / socat column); netwine-loop is
-netwine with --bulk-threads 0 (with it, a netwine-loop / socat column).
+netwine with --bulk-threads 0 (with it, a netwine-loop / socat column); netwine-b is
+a second build (NETWINE_B), with netwine-b / socat and netwine / netwine-b columns.
 """
 import statistics
 import sys
 from collections import defaultdict
 
-TARGETS = ["netwine", "netwine-1t", "netwine-loop", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
+TARGETS = ["netwine", "netwine-b", "netwine-1t", "netwine-loop", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
 
 # (label, test, key, better, transform)
 ROWS = [
@@ -133,6 +134,9 @@ def main():
     with_loop = "netwine-loop" in present
     if with_loop:
         head.append("netwine-loop/socat")
+    with_b = "netwine-b" in present
+    if with_b:
+        head += ["netwine-b/socat", "netwine/netwine-b"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for label, test, key, better in ROWS:
@@ -148,6 +152,9 @@ def main():
             row.append(ratio(med(data, "netwine-1t", test, key), med(data, "socat", test, key)))
         if with_loop:
             row.append(ratio(med(data, "netwine-loop", test, key), med(data, "socat", test, key)))
+        if with_b:
+            row.append(ratio(med(data, "netwine-b", test, key), med(data, "socat", test, key)))
+            row.append(ratio(n, med(data, "netwine-b", test, key)))
         print("| " + " | ".join(row) + " |")
     lines = []
     for label, test, key, vs in NETWINE_ONLY:

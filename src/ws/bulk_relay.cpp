@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <system_error>
 
 #include "sockio.hpp"
@@ -23,6 +25,13 @@ namespace {
 constexpr size_t kReadBudget = 256 * 1024;
 // Largest binary message made from target bytes (as on the event loop).
 constexpr size_t kMaxDataMessage = 256 * 1024;
+// A read block holding at least this much payload goes to the target's queue as it
+// is (evbuffer_add_reference), when that queue is empty: the usual case, a target
+// keeping up. Less, or behind queued bytes, is copied and the block read into again,
+// so a slow target holds at most one block beyond its queue's bytes.
+constexpr size_t kHandOverMin = 32 * 1024;
+
+void free_block(const void* data, size_t, void*) { std::free(const_cast<void*>(data)); }
 
 int64_t now_ms() {
   timespec ts;
@@ -60,7 +69,10 @@ bool BulkRelay::reserve(int max) {
 // error ends the loan (the loop does the rest).
 class BulkRelay::Feeder final : public Handler {
  public:
-  Feeder(BulkRelay& r) : r_(r) {}
+  // Decodes input at `block`: the payload for the target is unmasked to the front
+  // of the same block (`out_`, never ahead of the input being read, since every
+  // frame's header precedes its payload), so it needs no second buffer.
+  Feeder(BulkRelay& r, uint8_t* block) : out_(block), r_(r) {}
 
   void on_data(Opcode type, std::span<const uint8_t> bytes) override {
     if (ended()) return;
@@ -70,8 +82,8 @@ class BulkRelay::Feeder final : public Handler {
       }
       return;
     }
-    evbuffer_add(r_.b_.to_target, bytes.data(), bytes.size());
-    r_.counters_.up.fetch_add(bytes.size(), std::memory_order_relaxed);
+    std::memmove(out_, bytes.data(), bytes.size());
+    out_ += bytes.size();
   }
   void on_masked_data(Opcode type, std::span<uint8_t> masked, const uint8_t key[4], size_t offset) override {
     if (ended()) return;
@@ -118,25 +130,19 @@ class BulkRelay::Feeder final : public Handler {
     close_code = code;
   }
 
-  bool ended() const { return closed || failed_alloc || failure; }
+  bool ended() const { return closed || failure; }
 
   bool closed = false;
   std::optional<uint16_t> close_code;
-  bool failed_alloc = false;
   std::optional<v1::Failure> failure;  // netwine.v1: what the client got wrong
+  uint8_t* out_;                       // where the next payload byte for the target goes
 
  private:
-  // Unmasks while copying into the target's queue (one pass).
+  // Unmasks while moving to the front of the block (copy_masked() allows dst
+  // before src: each 32-byte step loads before it stores).
   void to_target(const uint8_t* masked, size_t len, const uint8_t key[4], size_t offset) {
-    evbuffer_iovec v;
-    if (evbuffer_reserve_space(r_.b_.to_target, static_cast<ev_ssize_t>(len), &v, 1) != 1) {
-      failed_alloc = true;
-      return;
-    }
-    copy_masked(static_cast<uint8_t*>(v.iov_base), masked, len, key, offset);
-    v.iov_len = len;
-    evbuffer_commit_space(r_.b_.to_target, &v, 1);
-    r_.counters_.up.fetch_add(len, std::memory_order_relaxed);
+    copy_masked(out_, masked, len, key, offset);
+    out_ += len;
   }
 
   // A piece of a netwine.v1 data message: the rest of its offset header, then
@@ -161,7 +167,7 @@ class BulkRelay::Feeder final : public Handler {
     if (d.kind == tunnel::UpstreamDecision::Kind::Duplicate) return;  // a resumed client resending
     auto skip = static_cast<size_t>(d.skip);
     to_target(masked.data() + h + skip, len - skip, key, offset + h + skip);
-    if (!failed_alloc) v.offsets.up_next += len - skip;
+    v.offsets.up_next += len - skip;
   }
 
   BulkRelay& r_;
@@ -180,6 +186,7 @@ BulkRelay::BulkRelay(evutil_socket_t client_fd, evutil_socket_t target_fd, Decod
 BulkRelay::~BulkRelay() {
   stop();
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  std::free(block_);
 }
 
 bool BulkRelay::start() {
@@ -206,10 +213,23 @@ const BulkRelay::Result& BulkRelay::stop() {
 }
 
 void BulkRelay::run() {
-  // What the loop queued before the loan goes out first.
+  bool ok = true;
+  // Client bytes the loop read but did not decode (normally none) come first ...
+  while (ok && evbuffer_get_length(b_.from_client) > 0) {
+    if (!block_ && !(block_ = static_cast<uint8_t*>(std::malloc(kReadBudget)))) {
+      result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
+      ok = false;
+      break;
+    }
+    int n = evbuffer_remove(b_.from_client, block_, kReadBudget);
+    ok = n > 0 && take_client_bytes(static_cast<size_t>(n));
+  }
+  // ... then what the loop queued before the loan goes out.
   frame_target_bytes();
-  bool ok = flush(b_.to_target, target_fd_) && flush(b_.to_client, client_fd_);
-  if (!ok) result_.why = Why::SocketEnded;
+  if (ok && !(flush(b_.to_target, target_fd_) && flush(b_.to_client, client_fd_))) {
+    result_.why = Why::SocketEnded;
+    ok = false;
+  }
   window_start_ms_ = now_ms();
   while (ok) {
     size_t up_queued = evbuffer_get_length(b_.to_target);
@@ -267,48 +287,50 @@ bool BulkRelay::still_busy() {
   return busy;
 }
 
-// Reads what the client sent and decodes it. False (with result_ set) ends the loan.
+// Reads what the client sent into the block and decodes it. False (with result_
+// set) ends the loan.
 bool BulkRelay::read_client() {
-  size_t got = sockio::read_more(client_fd_, b_.from_client, kReadBudget, kReadBudget);
-  if (got == 0) {
+  if (!block_ && !(block_ = static_cast<uint8_t*>(std::malloc(kReadBudget)))) {
+    result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
+    return false;
+  }
+  ssize_t got = ::recv(client_fd_, block_, kReadBudget, MSG_DONTWAIT);
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
+  if (got <= 0) {
     result_.why = Why::SocketEnded;  // its end, or an error: the bufferevent reads it again
     return false;
   }
-  window_bytes_ += got;
-  Feeder feeder(*this);
-  evbuffer* in = b_.from_client;
-  // One piece of room for what this read unmasks (payload <= input): small
-  // messages then share a buffer instead of allocating one each.
-  evbuffer_expand(b_.to_target, evbuffer_get_length(in));
-  while (evbuffer_get_length(in) > 0) {
-    evbuffer_iovec v[16];
-    int n = std::min(evbuffer_peek(in, -1, nullptr, v, 16), 16);
-    size_t used = 0;
-    for (int i = 0; i < n; ++i) {
-      auto err = decoder_.feed({static_cast<uint8_t*>(v[i].iov_base), v[i].iov_len}, feeder);
-      used += v[i].iov_len;
-      if (err) {
-        evbuffer_drain(in, evbuffer_get_length(in));
-        result_ = {Why::ProtocolError, static_cast<uint16_t>(err->code), err->reason};
-        return false;
-      }
-      if (feeder.failure) {
-        evbuffer_drain(in, evbuffer_get_length(in));
-        result_ = {Why::ProtocolError, feeder.failure->code, feeder.failure->reason};
-        return false;
-      }
-      if (feeder.failed_alloc) {
-        evbuffer_drain(in, evbuffer_get_length(in));
-        result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
-        return false;
-      }
-      if (feeder.closed) {
-        evbuffer_drain(in, evbuffer_get_length(in));  // RFC 6455 5.5.1: nothing follows a Close
-        result_ = {Why::ClientClosed, feeder.close_code, {}};
-        return false;
-      }
+  window_bytes_ += static_cast<size_t>(got);
+  return take_client_bytes(static_cast<size_t>(got));
+}
+
+// Decodes `len` bytes at block_, unmasking the target's payload to the block's
+// front, and queues that payload for the target: the block itself when it is
+// worth it (no copy; a new block is read into next), else a copy.
+bool BulkRelay::take_client_bytes(size_t len) {
+  Feeder feeder(*this, block_);
+  auto err = decoder_.feed({block_, len}, feeder);
+  if (size_t payload = static_cast<size_t>(feeder.out_ - block_)) {
+    counters_.up.fetch_add(payload, std::memory_order_relaxed);
+    if (payload >= kHandOverMin && evbuffer_get_length(b_.to_target) == 0 &&
+        evbuffer_add_reference(b_.to_target, block_, payload, free_block, nullptr) == 0) {
+      block_ = nullptr;
+    } else if (evbuffer_add(b_.to_target, block_, payload) != 0) {
+      result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
+      return false;
     }
-    evbuffer_drain(in, used);
+  }
+  if (err) {
+    result_ = {Why::ProtocolError, static_cast<uint16_t>(err->code), err->reason};
+    return false;
+  }
+  if (feeder.failure) {
+    result_ = {Why::ProtocolError, feeder.failure->code, feeder.failure->reason};
+    return false;
+  }
+  if (feeder.closed) {  // RFC 6455 5.5.1: nothing follows a Close (the rest of the block is dropped)
+    result_ = {Why::ClientClosed, feeder.close_code, {}};
+    return false;
   }
   return true;
 }

@@ -114,6 +114,7 @@ class BulkRelay {
   class Feeder;
   void run();
   bool read_client();
+  bool take_client_bytes(size_t len);
   bool read_target();
   bool still_busy();
   bool flush(evbuffer* out, evutil_socket_t fd);
@@ -127,6 +128,9 @@ class BulkRelay {
   const Limits limits_;
   tunnel::LentCounters& counters_;
   V1* v1_ = nullptr;
+  // Where client bytes are read and unmasked in place (kReadBudget bytes, malloc'd):
+  // a block full of payload is handed to to_target as it is (read_client()).
+  uint8_t* block_ = nullptr;
   std::function<void()> on_finished_;
   int wake_fd_ = -1;  // eventfd: stop() writes to it
   std::atomic<bool> stopping_{false};

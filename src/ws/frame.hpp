@@ -205,8 +205,10 @@ size_t encode_header(uint8_t out[kMaxHeader], Opcode op, bool fin, uint64_t payl
 // Masking is its own inverse. Works 8 bytes at a time.
 void apply_mask(uint8_t* data, size_t len, const uint8_t key[4], size_t offset_in_payload);
 
-// apply_mask() from `src` into `dst` (which may be `src` itself, or must not
-// overlap it): unmasking while copying, in one pass.
+// apply_mask() from `src` into `dst`: unmasking while copying, in one pass. `dst`
+// may be `src` itself, lie before it in the same buffer (each step loads before it
+// stores, front to back: the bulk relay packs payloads to a block's front), or not
+// overlap it; it must not lie after `src` within `len` bytes.
 void copy_masked(uint8_t* dst, const uint8_t* src, size_t len, const uint8_t key[4], size_t offset_in_payload);
 
 // A complete frame: header followed by the (masked, if a key is given) payload.

@@ -262,6 +262,20 @@ TEST_SUITE("ws frame: decoding") {
         }
     }
 
+    TEST_CASE("copy_masked() may write ahead of its source in the same buffer (the bulk relay compacts)") {
+        const Bytes src = pattern(200);
+        for (size_t shift = 1; shift <= 40; ++shift) {
+            for (size_t len : {size_t{0}, size_t{7}, size_t{31}, size_t{32}, size_t{33}, size_t{100}, 200 - shift}) {
+                Bytes expected(len);
+                for (size_t i = 0; i < len; ++i) expected[i] = src[shift + i] ^ kKey[(3 + i) % 4];
+                Bytes buf = src;
+                copy_masked(buf.data(), buf.data() + shift, len, kKey, 3);
+                INFO("shift " << shift << " len " << len);
+                CHECK(Bytes(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(len)) == expected);
+            }
+        }
+    }
+
     TEST_CASE("masked payload is unmasked in the caller's buffer") {
         Bytes frame = bytes({0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58});
         Decoder d(Role::Server, 100);
