@@ -204,11 +204,12 @@ const std::vector<Option>& options() {
       {"bulk-threads", Kind::Int, "64",
        "busy WebSockets (binary or netwine.v1) relayed at once by a thread of their own, the way socat relays (fewer CPU "
        "seconds per byte than an event loop); each goes back to its event loop after 0.25 s without bytes "
-       "or a second under 1 MiB. 0 turns this off",
+       "or a second under half of --bulk-after. 0 turns this off",
        integer(&Config::bulk_threads, 0, 4096)},
       {"bulk-after", Kind::Size, "2M",
        "a WebSocket that relays this many bytes (both ways together) within 0.1 s is busy and is lent to a "
-       "bulk thread; lower it for slow machines or builds, raise it to keep more on the event loops",
+       "bulk thread, until a second moves less than half of it; lower it for slow machines or builds, raise "
+       "it to keep more on the event loops",
        size(&Config::bulk_after, 64 * kKiB, 1 * kGiB)},
       {"connect-timeout", Kind::Duration, "10", "give up connecting to a target after it (504)",
        duration(&Config::connect_timeout, 0.1, kDay)},

@@ -39,8 +39,9 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
     meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null || status=1
   fi
   if meson compile -C build-tsan netwine >/dev/null; then
+    # Bounded like the meson suites (~2 min normally): a hang fails, it does not stall CI.
     (cd tests/integration && NETWINE_BIN="$PWD/../../build-tsan/netwine" TSAN_OPTIONS=halt_on_error=0 \
-      /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_bulk.py test_websocket.py test_foundation.py \
+      timeout 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_bulk.py test_websocket.py test_foundation.py \
       --junitxml="$PWD/../../$reports/tsan-integration.xml") || status=1
   else
     echo "thread sanitizer build failed"; status=1

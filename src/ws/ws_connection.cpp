@@ -67,9 +67,9 @@ constexpr double kCloseTimeoutSeconds = 5.0;
 // --bulk-threads.
 constexpr double kBulkWindow = 0.1;
 // ... which gives it back after this long without a byte either way, or after a
-// second in which fewer than kBulkKeepBytes moved (a trickle keeps no place).
+// second in which fewer than half of --bulk-after moved (1 MiB by default: a
+// trickle keeps no place).
 constexpr int kBulkIdleMs = 250;
-constexpr size_t kBulkKeepBytes = 1024 * 1024;
 
 const timeval kZeroTimeval{0, 0};
 
@@ -960,7 +960,7 @@ void WsConnection::maybe_lend() {
       raw_fd_, target_fd, decoder_,
       BulkRelay::Buffers{rx_.get(), to_target_.get(), from_target_.get(), to_client_.get()},
       BulkRelay::Limits{static_cast<size_t>(m_.config().session_buffer), kOutputHighWater, kBulkIdleMs,
-                        kBulkKeepBytes},
+                        static_cast<size_t>(m_.config().bulk_after / 2)},
       *lent_counts_, [done] { event_active(done, EV_READ, 0); });
   if (mode_ == Mode::NetwineV1) {
     bulk_v1_ = std::make_unique<BulkRelay::V1>(

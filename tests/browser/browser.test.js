@@ -17,7 +17,10 @@ let echo, refused, netwine, proxy, browser;
 test.before(async () => {
   echo = await H.startEcho();
   refused = await H.refusedPort();
-  netwine = await H.startNetwine(['--target', '127.0.0.1:' + echo.port, '--target', '127.0.0.1:' + refused]);
+  // --bulk-after as the integration tests set it: the 48 MiB echo is lent even when
+  // a slow host never moves 2 MiB within 0.1 s (other WebSockets may be lent too).
+  netwine = await H.startNetwine(['--target', '127.0.0.1:' + echo.port, '--target', '127.0.0.1:' + refused,
+    '--bulk-after', '256K']);
   proxy = await H.startProxy(Number(netwine.address.split(':')[1]));
   browser = await H.launchBrowser();
 });

@@ -93,7 +93,7 @@ window.T = {
       off += len;
     }
     const t0 = performance.now();
-    await T.waitFor(() => rt.n >= size || s.log.close, 60000, 'the echo');
+    await T.waitFor(() => rt.n >= size || s.log.close, 180000, 'the echo');
     rt.ms = Math.round(performance.now() - t0);
     for (let i = 0; i < rt.n; i++) if (got[i] !== data[i]) { rt.mismatch = i; break; }
     rt.bufferedAfter = s.bufferedAmount;

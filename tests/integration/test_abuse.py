@@ -576,7 +576,9 @@ def test_guessed_keys_get_404_and_do_not_flood_the_log(netwine, tcp_target, bg):
                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: netwine.v1\r\n\r\n" % key.encode())
         else:
             reqs.append(b"GET /netwine/%s/%s?ack=0 HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), verb.encode()))
+    t0 = time.monotonic()
     statuses = keep_alive_requests(n, reqs)
+    elapsed = time.monotonic() - t0
     assert statuses == [404] * GUESSES, sorted(set(statuses))
     b.check(since=mark)
     # The summary is written once its one-second window is over.
@@ -584,7 +586,10 @@ def test_guessed_keys_get_404_and_do_not_flood_the_log(netwine, tcp_target, bg):
     n.stop()
     lines = n.logs().splitlines()[lines0:]
     about = [l for l in lines if "status=404" in l or "unknown" in l]
-    assert len(about) <= 40, f"{len(about)} log lines about unknown keys:\n" + "\n".join(about[:50])
+    # A few lines per one-second window of the throttle (a slow host takes more
+    # windows for the 2000 requests), never one per request.
+    limit = 40 + 12 * int(elapsed)
+    assert len(about) <= limit, f"{len(about)} log lines about unknown keys in {elapsed:.1f} s:\n" + "\n".join(about[:50])
     counted = sum(int(m.group(1)) for l in about for m in [re.search(r"(\d+) requests? for unknown", l)] if m)
     logged = sum(1 for l in about if "status=404" in l)
     assert counted + logged == GUESSES, (counted, logged, about)
@@ -811,9 +816,11 @@ def test_sigterm_under_load(netwine, tcp_target):
                 threading.Thread(target=read_poll, args=("poll",), daemon=True)]
     for t in threads:
         t.start()
-    assert n.proc.wait(2 + 8) == 0
+    assert n.proc.wait(2 + 15) == 0
     took = time.monotonic() - t0
-    assert took < 2 + 3, f"exit took {took:.1f}s with --drain-timeout 2"
+    # The drain timeout plus room for a sanitizer build's exit: still far from
+    # --poll-wait 20, which the held poll would reach without the drain.
+    assert took < 2 + 8, f"exit took {took:.1f}s with --drain-timeout 2"
     for t in threads:
         t.join(15)
     src.stop.set()

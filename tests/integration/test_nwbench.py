@@ -39,7 +39,7 @@ def test_small_messages_keep_flowing_through_many_windows(netwine, tcp_target, s
     url = f"ws://{n.host}:{n.port}/netwine/ws?target={target.address}"
     total = 64 << 20  # 1024 windows of 64 KiB (4 KiB messages stalled after ~385)
     kv, rc, err = nwbench("ws-tput", "--url", url, "--proto", "binary", "-s", size, "-w", "64K",
-                          "-m", str(total), "-t", "20")
+                          "-m", str(total), "-t", "60", timeout=90)
     assert rc == 0, err
     assert kv.get("ok") == "1" and kv.get("verify") == "ok", kv
     assert kv.get("done") == "1", f"the client stalled before sending everything: {kv}"

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -80,10 +81,9 @@ def test_websockets_take_turns_between_threads_and_each_relays_its_own_bytes(net
         assert ws.read_to_eof()
         ws.close()
     # Every session ended, on whichever thread, and the totals keep their bytes.
-    for _ in range(200):
-        st = status(n)
-        if st["sessions_open"] == 0:
-            break
+    deadline = time.monotonic() + 10  # a worker ends its sessions on its own thread
+    while (st := status(n))["sessions_open"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert st["sessions_open"] == 0 and st["sessions_opened_total"] == 6
     assert st["bytes_down_total"] >= sum(map(len, payloads))
 
@@ -145,9 +145,9 @@ def test_session_limits_count_every_thread(netwine, tcp_target):
     worker_ws.send(OP_CLOSE, close_payload(1000))
     assert worker_ws.expect_close()[0] == 1000
     worker_ws.close()
-    for _ in range(200):
-        if status(n)["sessions_open"] == 2:
-            break
+    deadline = time.monotonic() + 10
+    while status(n)["sessions_open"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert status(n)["sessions_open"] == 2
     again = RawWs(n.host, n.port, path_to(echo), ["binary"])
     assert echo_round(again, b"room again") == b"room again"

@@ -551,7 +551,7 @@ def send_until_refused(s, data):
 def test_target_not_reading_holds_sends_then_503(netwine, tcp_target):
     sink = GatedSink()
     t = tcp_target(sink)
-    n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "1"])
+    n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "5"])
     s = c.open(t.address, mode="none")
     sent, total, busy = send_until_refused(s, pattern_bytes(512 * 1024, 5))
     assert busy is not None and (busy.status, busy.error) == (503, "target_busy"), busy
@@ -756,17 +756,18 @@ def test_sends_keep_a_detached_session_alive(netwine, tcp_target):
     each send restarts the idle countdown, so the session outlives many idle
     timeouts while sends keep coming, and expires once they stop."""
     t = tcp_target("echo")
-    n, c = start(netwine, t, extra=["--session-idle-timeout", "0.5"])
+    n, c = start(netwine, t, extra=["--session-idle-timeout", "1"])
     s = c.open(t.address, mode="none")
-    for i in range(10):  # 2 s of sends: four idle timeouts
-        s.send(b"%d" % i)
+    sent = b"".join(b"%c" % (65 + i) for i in range(20))
+    for i in range(20):  # 4 s of sends: four idle timeouts (0.8 s to spare between two sends)
+        s.send(sent[i:i + 1])
         time.sleep(0.2)  # the client's pace, not a synchronisation
     got = b""
-    for _ in range(20):
+    for _ in range(40):
         got += s.poll(timeout=10)
-        if len(got) >= 10:
+        if len(got) >= len(sent):
             break
-    assert got == b"0123456789"
+    assert got == sent
     wait_until(lambda: c.status()["sessions_open"] == 0, 10, "the session to expire once nothing comes")
 
 
@@ -776,8 +777,8 @@ def test_held_send_outlasting_the_idle_timeout_keeps_the_session(netwine, tcp_ta
     503 target_busy (not 410), and the session goes on once the target reads."""
     sink = GatedSink()
     t = tcp_target(sink)
-    n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "1.5",
-                                    "--session-idle-timeout", "0.5"])
+    n, c = start(netwine, t, extra=["--session-buffer", "256K", "--poll-wait", "4",
+                                    "--session-idle-timeout", "2"])
     s = c.open(t.address, mode="none")
     sent, total, busy = send_until_refused(s, pattern_bytes(512 * 1024, 6))
     assert busy is not None and (busy.status, busy.error) == (503, "target_busy"), busy

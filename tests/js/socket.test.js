@@ -296,7 +296,7 @@ test('a session that cannot get back gives up with 1006 after resumeTimeout', as
     }
     x.fail();                                                      // nothing gets through any more
   };
-  const s = open(env, {transports: ['stream', 'poll'], resumeTimeout: 400});
+  const s = open(env, {transports: ['stream', 'poll'], resumeTimeout: 1500});
   await until(() => s.closed, 5000, 'close');
   assert.strictEqual(s.closed.code, 1006);
   assert.match(s.closed.reason, /^connection lost: netwine could not be reached for \d+ s \((stream|poll): /);
