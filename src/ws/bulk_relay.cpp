@@ -216,13 +216,8 @@ void BulkRelay::run() {
   bool ok = true;
   // Client bytes the loop read but did not decode (normally none) come first ...
   while (ok && evbuffer_get_length(b_.from_client) > 0) {
-    if (!block_ && !(block_ = static_cast<uint8_t*>(std::malloc(kReadBudget)))) {
-      result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
-      ok = false;
-      break;
-    }
-    int n = evbuffer_remove(b_.from_client, block_, kReadBudget);
-    ok = n > 0 && take_client_bytes(static_cast<size_t>(n));
+    ok = have_block() &&
+         take_client_bytes(static_cast<size_t>(evbuffer_remove(b_.from_client, block_, kReadBudget)));
   }
   // ... then what the loop queued before the loan goes out.
   frame_target_bytes();
@@ -290,10 +285,7 @@ bool BulkRelay::still_busy() {
 // Reads what the client sent into the block and decodes it. False (with result_
 // set) ends the loan.
 bool BulkRelay::read_client() {
-  if (!block_ && !(block_ = static_cast<uint8_t*>(std::malloc(kReadBudget)))) {
-    result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
-    return false;
-  }
+  if (!have_block()) return false;
   ssize_t got = ::recv(client_fd_, block_, kReadBudget, MSG_DONTWAIT);
   if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
   if (got <= 0) {
@@ -302,6 +294,17 @@ bool BulkRelay::read_client() {
   }
   window_bytes_ += static_cast<size_t>(got);
   return take_client_bytes(static_cast<size_t>(got));
+}
+
+// A block to read client bytes into: the one a copy left, or a new one.
+bool BulkRelay::have_block() {
+  if (!block_) block_ = static_cast<uint8_t*>(std::malloc(kReadBudget));
+  return block_ || out_of_memory();
+}
+
+bool BulkRelay::out_of_memory() {
+  result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
+  return false;
 }
 
 // Decodes `len` bytes at block_, unmasking the target's payload to the block's
@@ -316,8 +319,7 @@ bool BulkRelay::take_client_bytes(size_t len) {
         evbuffer_add_reference(b_.to_target, block_, payload, free_block, nullptr) == 0) {
       block_ = nullptr;
     } else if (evbuffer_add(b_.to_target, block_, payload) != 0) {
-      result_ = {Why::ProtocolError, static_cast<uint16_t>(CloseCode::InternalError), "out of memory"};
-      return false;
+      return out_of_memory();
     }
   }
   if (err) {

@@ -115,6 +115,8 @@ class BulkRelay {
   void run();
   bool read_client();
   bool take_client_bytes(size_t len);
+  bool have_block();
+  bool out_of_memory();  // sets result_ (1011 "out of memory"); returns false
   bool read_target();
   bool still_busy();
   bool flush(evbuffer* out, evutil_socket_t fd);
