@@ -1,6 +1,7 @@
 // nwbench: netwine's own load generator (docs/PERFORMANCE.md says how run.sh uses it).
 //
 //   nwbench ws-tput     --url ws://127.0.0.1:P/PATH | tcp://127.0.0.1:P  [-c N] [-s SIZE] [-m BYTES] [-w WINDOW]
+//                       (wss:// and tls:// are the same over TLS: certificates are not checked)
 //   nwbench ws-lat      --url ...  [-s 32] [-t SECS] [--warm SECS]
 //   nwbench ws-conns    --url ...  [-k K] [--par P] [--hold SECS] [--pid PID]
 //   nwbench stream-tput --url http://127.0.0.1:P[/netwine/] --target 127.0.0.1:E [-c N] [-s SEND] [-m BYTES] [-w WINDOW]
@@ -21,7 +22,9 @@
 // "Speed"). WebSocket frames are built and masked once before the clock starts and
 // sent from a ring of whole frames; received payload is checked with memcmp against
 // a periodic pattern, so checking costs one pass over the bytes and no allocation.
-// tcp:// URLs speak raw TCP, for the echo target itself and for socat.
+// tcp:// URLs speak raw TCP, for the echo target itself and for socat. wss:// and
+// tls:// put TLS under them (OpenSSL, non-blocking SSL_read/SSL_write on the same
+// events), to measure TLS-terminating bridges; peers are not verified: loopback only.
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -53,6 +56,8 @@
 #include <vector>
 
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "event_handles.hpp"
 #include "tunnel/codec.hpp"
@@ -264,6 +269,7 @@ bool split_host_port(std::string_view hp, std::string& host, int& port) {
 
 struct Endpoint {
   enum class Scheme { Ws, Tcp, Http } scheme;
+  bool tls = false;  // wss:// or tls://
   sockaddr_storage addr;
   socklen_t addr_len = 0;
   std::string host_header;  // "host:port" as given
@@ -274,9 +280,11 @@ Endpoint parse_url(const std::string& url) {
   Endpoint ep{};
   std::string_view u = url, rest;
   if (u.starts_with("ws://")) ep.scheme = Endpoint::Scheme::Ws, rest = u.substr(5);
+  else if (u.starts_with("wss://")) ep.scheme = Endpoint::Scheme::Ws, ep.tls = true, rest = u.substr(6);
   else if (u.starts_with("tcp://")) ep.scheme = Endpoint::Scheme::Tcp, rest = u.substr(6);
+  else if (u.starts_with("tls://")) ep.scheme = Endpoint::Scheme::Tcp, ep.tls = true, rest = u.substr(6);
   else if (u.starts_with("http://")) ep.scheme = Endpoint::Scheme::Http, rest = u.substr(7);
-  else die(kExitUsage, "URL must start with ws://, tcp:// or http://: " + url);
+  else die(kExitUsage, "URL must start with ws://, wss://, tcp://, tls:// or http://: " + url);
   size_t slash = rest.find('/');
   std::string_view hp = rest.substr(0, slash);
   ep.path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
@@ -755,10 +763,38 @@ uint8_t g_rx[kReadChunk];  // one thread: every connection reads into this buffe
 // small owned string plus at most one borrowed span (an upload body that lives in
 // the Pattern), sent with one writev. Objects are freed after the loop ends, never
 // inside their own callbacks (STYLE habit 6): shutdown() only disarms and closes.
+// The one client context of wss:// and tls:// connections. No verification: the
+// bridges under test use throwaway self-signed certificates on loopback. Partial
+// writes, so that SSL_write behaves like writev() (returns what the socket took).
+SSL_CTX* client_tls_context() {
+  static SSL_CTX* ctx = [] {
+    SSL_CTX* c = SSL_CTX_new(TLS_client_method());
+    if (!c) die(kExitSetup, "SSL_CTX_new failed");
+    SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
+    SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return c;
+  }();
+  return ctx;
+}
+
+std::string tls_error_text() {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (!e) return "unknown";
+  const char* r = ERR_reason_error_string(e);
+  return r ? r : std::to_string(e);
+}
+
+// Payload one TLS read wake-up takes at most before letting other connections run.
+constexpr size_t kTlsReadPerWake = 1024 * 1024;
+
 class Conn {
  public:
   explicit Conn(event_base* base) : base_(base) {}
-  virtual ~Conn() { shutdown(); }
+  virtual ~Conn() {
+    shutdown();
+    if (ssl_) SSL_free(ssl_);
+  }
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
@@ -774,6 +810,8 @@ class Conn {
     rev_.reset(event_new(base_, fd_, EV_READ | EV_PERSIST, &Conn::on_read_cb, this));
     wev_.reset(event_new(base_, fd_, EV_WRITE | EV_PERSIST, &Conn::on_write_cb, this));
     connecting_ = true;
+    tls_ = ep.tls;
+    if (ssl_) SSL_free(ssl_), ssl_ = nullptr;
     if (::connect(fd_, reinterpret_cast<const sockaddr*>(&ep.addr), ep.addr_len) != 0 && errno != EINPROGRESS)
       return fail_now("connect", errno);
     event_add(wev_.get(), nullptr);
@@ -817,6 +855,12 @@ class Conn {
   // writev() from two spans; returns bytes written, 0 on EAGAIN (write event
   // armed), -1 after failing the connection.
   ssize_t write_raw(const uint8_t* a, size_t alen, const uint8_t* b, size_t blen) {
+    if (ssl_) {
+      // One span per call (no writev for TLS): the caller comes back for the rest.
+      ssize_t w = write_tls(alen ? a : b, alen ? alen : blen);
+      if (w >= 0 && static_cast<size_t>(w) < alen + blen) event_add(wev_.get(), nullptr);
+      return w;
+    }
     iovec iov[2] = {{const_cast<uint8_t*>(a), alen}, {const_cast<uint8_t*>(b), blen}};
     ssize_t w = ::writev(fd_, iov, blen ? 2 : 1);
     if (w < 0) {
@@ -838,6 +882,7 @@ class Conn {
   static void on_write_cb(evutil_socket_t, short, void* self) { static_cast<Conn*>(self)->do_write(); }
 
   void do_read() {
+    if (ssl_) return read_tls();
     ssize_t n = ::recv(fd_, g_rx, sizeof g_rx, 0);
     if (n > 0) return on_bytes(g_rx, static_cast<size_t>(n));
     if (n == 0) return gone_msg("eof");
@@ -851,12 +896,19 @@ class Conn {
       getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err) return gone("connect", err);
       connecting_ = false;
+      if (tls_) return start_tls();
       event_del(wev_.get());
       event_add(rev_.get(), nullptr);
       on_connected();
       return;
     }
+    if (handshaking_) return handshake();
     event_del(wev_.get());
+    if (read_wants_write_) {
+      read_wants_write_ = false;
+      read_tls();
+      if (fd_ < 0) return;
+    }
     flush();
     if (fd_ >= 0 && !output_pending()) on_drained();
   }
@@ -875,6 +927,75 @@ class Conn {
     }
   }
 
+  // ---- TLS: the same events, with SSL_read/SSL_write instead of recv/writev.
+  void start_tls() {
+    ssl_ = SSL_new(client_tls_context());
+    if (!ssl_ || SSL_set_fd(ssl_, fd_) != 1) return gone_msg("tls_setup:" + tls_error_text());
+    SSL_set_connect_state(ssl_);
+    handshaking_ = true;
+    event_add(rev_.get(), nullptr);
+    handshake();
+  }
+  void handshake() {
+    int r = SSL_do_handshake(ssl_);
+    if (r == 1) {
+      handshaking_ = false;
+      event_del(wev_.get());
+      on_connected();
+      return;
+    }
+    int e = SSL_get_error(ssl_, r);
+    if (e == SSL_ERROR_WANT_READ) return (void)event_del(wev_.get());
+    if (e == SSL_ERROR_WANT_WRITE) return (void)event_add(wev_.get(), nullptr);
+    gone_msg("tls_handshake:" + tls_error_text());
+  }
+  // Reads until the socket has nothing more (SSL_read returns one record at a time),
+  // or kTlsReadPerWake was handed on with nothing left inside OpenSSL.
+  void read_tls() {
+    if (handshaking_) return handshake();
+    size_t got = 0;
+    for (;;) {
+      int n = SSL_read(ssl_, g_rx, static_cast<int>(sizeof g_rx));
+      if (n > 0) {
+        on_bytes(g_rx, static_cast<size_t>(n));
+        if (fd_ < 0) return;
+        got += static_cast<size_t>(n);
+        if (got >= kTlsReadPerWake && SSL_pending(ssl_) == 0) return;
+        continue;
+      }
+      int e = SSL_get_error(ssl_, n);
+      if (e == SSL_ERROR_WANT_READ) return;
+      if (e == SSL_ERROR_WANT_WRITE) {
+        read_wants_write_ = true;
+        event_add(wev_.get(), nullptr);
+        return;
+      }
+      if (e == SSL_ERROR_ZERO_RETURN) return gone_msg("eof");
+      if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) return gone_msg("eof");
+      return gone_msg("tls_read:" + tls_error_text());
+    }
+  }
+  // Like write_raw: bytes taken (SSL_write takes a record at a time in partial
+  // mode: loop until the socket is full), 0 when none, -1 failed; write_raw arms
+  // the write event when not all was taken.
+  ssize_t write_tls(const uint8_t* p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+      int w = SSL_write(ssl_, p + done, static_cast<int>(std::min(n - done, kWriteChunk)));
+      if (w > 0) {
+        done += static_cast<size_t>(w);
+        continue;
+      }
+      int e = SSL_get_error(ssl_, w);
+      // WANT_READ (no renegotiation in TLS 1.3; kept for 1.2 peers): the read
+      // event is armed, and the next write event retries.
+      if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) break;
+      gone_msg("tls_write:" + tls_error_text());
+      return -1;
+    }
+    return static_cast<ssize_t>(done);
+  }
+
   bool fail_now(const char* op, int err) {
     gone(op, err);
     return false;
@@ -887,6 +1008,10 @@ class Conn {
 
   int fd_ = -1;
   bool connecting_ = false;
+  bool tls_ = false;
+  bool handshaking_ = false;
+  bool read_wants_write_ = false;  // SSL_read asked for a writable socket
+  SSL* ssl_ = nullptr;
   EventPtr rev_, wev_;
   std::vector<EventPtr> retired_;
   std::string out_;
@@ -2065,7 +2190,7 @@ class ServeConn {
 };
 
 int run_serve(const Options& o, const Endpoint& ep) {
-  if (ep.scheme != Endpoint::Scheme::Tcp) die(kExitUsage, "serve needs a tcp://127.0.0.1:PORT URL");
+  if (ep.scheme != Endpoint::Scheme::Tcp || ep.tls) die(kExitUsage, "serve needs a tcp://127.0.0.1:PORT URL");
   char kind = o.kind == "echo" ? 'e' : o.kind == "sink" ? 'k' : o.kind == "source" ? 's' : 0;
   if (!kind) die(kExitUsage, "serve needs --kind echo, sink or source");
   int ls = ::socket(ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

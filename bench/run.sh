@@ -21,11 +21,16 @@
 #   K_WS [10000] (idle WebSocket sessions held by netwine alone: test hold_ws)
 #   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
-#   TARGETS ["raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads"]  (raw: the echo
+#   TARGETS ["raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads
+#            netwine-tls netwine-mixed socat-tls websockify-tls"]  (raw: the echo
 #            target itself, no relay; netwine-1t: netwine with --threads 1, one event loop (bulk
 #            threads still on); netwine-loop: netwine with --bulk-threads 0, every WebSocket on an event loop;
 #            ref-*: bench/refrelay.c, a minimal C relay doing the per-byte work a
-#            WebSocket bridge must do, on one epoll thread or a thread per direction)
+#            WebSocket bridge must do, on one epoll thread or a thread per direction;
+#            over TLS, with a throwaway P-256 certificate: netwine-tls: wss:// to netwine with
+#            --tls-cert/--tls-key (TLS and plain on one port, the usual set-up); netwine-mixed:
+#            plain ws:// to that same process; socat-tls: socat OPENSSL-LISTEN, a TLS-terminating
+#            plain relay; websockify-tls: websockify --cert. Their table is printed second)
 #   TESTS ["tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"]
 #          (up64k_c1: client -> bridge -> sink; down_c1: source -> bridge -> client)
 #   STREAM_SEND [256K] (body size of each HTTP send in the streaming test)
@@ -45,7 +50,7 @@ K=${K:-500}
 K_WS_WANTED=${K_WS:-10000}
 K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
-TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads"}
+TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads netwine-tls netwine-mixed socat-tls websockify-tls"}
 TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
@@ -117,11 +122,22 @@ ECHO=$((BASE + 1)) SINK=$((BASE + 2)) SOURCE=$((BASE + 3))
 declare -A PORT URL PROTO PID CMD
 PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[netwine-loop]=$((BASE + 12)) PORT[netwine-b]=$((BASE + 13)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
 PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41))
+PORT[netwine-tls]=$((BASE + 14)) PORT[netwine-mixed]=$((BASE + 14)) PORT[socat-tls]=$((BASE + 21)) PORT[websockify-tls]=$((BASE + 31))
+# The TLS targets' certificate: made here, thrown away with $WORK. nwbench does not
+# verify it (loopback only).
+HAVE_TLS=false
+if command -v openssl >/dev/null &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/key.pem" \
+        -out "$WORK/cert.pem" -days 2 -subj /CN=127.0.0.1 >>"$OUT/build.log" 2>&1; then
+    HAVE_TLS=true
+fi
 # bridge_cmd TARGET LISTEN_PORT TARGET_PORT: the command line of a single-target bridge.
 bridge_cmd() {
     case $1 in
     socat) echo "socat -b 262144 TCP-LISTEN:$2,bind=127.0.0.1,fork,backlog=1024,reuseaddr TCP:127.0.0.1:$3" ;;
     websockify) echo "websockify 127.0.0.1:$2 127.0.0.1:$3" ;;
+    socat-tls) echo "socat -b 262144 OPENSSL-LISTEN:$2,bind=127.0.0.1,fork,backlog=1024,reuseaddr,cert=$WORK/cert.pem,key=$WORK/key.pem,verify=0 TCP:127.0.0.1:$3" ;;
+    websockify-tls) echo "websockify --cert $WORK/cert.pem --key $WORK/key.pem 127.0.0.1:$2 127.0.0.1:$3" ;;
     ref-epoll) echo "$WORK/refrelay $2 $3 epoll" ;;
     ref-threads) echo "$WORK/refrelay $2 $3 threads" ;;
     esac
@@ -134,7 +150,8 @@ if [ -n "${NETWINE_B:-}" ]; then
     CMD[netwine-b]="$WORK/netwine-b ${CMD[netwine]#"$NETWINE "}"
     CMD[netwine-b]="${CMD[netwine-b]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-b]}}"
 fi
-for t in socat websockify ref-epoll ref-threads; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
+CMD[netwine-tls]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-tls]}} --tls-cert $WORK/cert.pem --tls-key $WORK/key.pem"
+for t in socat websockify ref-epoll ref-threads socat-tls websockify-tls; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[netwine-1t]="ws://127.0.0.1:${PORT[netwine-1t]}/netwine/ws?target=127.0.0.1:$ECHO"
@@ -143,7 +160,12 @@ URL[netwine-b]="ws://127.0.0.1:${PORT[netwine-b]}/netwine/ws?target=127.0.0.1:$E
 URL[socat]="tcp://127.0.0.1:${PORT[socat]}"
 URL[websockify]="ws://127.0.0.1:${PORT[websockify]}/"
 URL[ref-epoll]="tcp://127.0.0.1:${PORT[ref-epoll]}" URL[ref-threads]="tcp://127.0.0.1:${PORT[ref-threads]}"
+URL[netwine-tls]="wss://127.0.0.1:${PORT[netwine-tls]}/netwine/ws?target=127.0.0.1:$ECHO"
+URL[netwine-mixed]="ws://127.0.0.1:${PORT[netwine-tls]}/netwine/ws?target=127.0.0.1:$ECHO"
+URL[socat-tls]="tls://127.0.0.1:${PORT[socat-tls]}"
+URL[websockify-tls]="wss://127.0.0.1:${PORT[websockify-tls]}/"
 PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[netwine-b]=binary PROTO[websockify]=binary
+PROTO[netwine-tls]=binary PROTO[netwine-mixed]=binary PROTO[websockify-tls]=binary
 HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 
 {
@@ -167,16 +189,22 @@ SOURCEPID=$LASTPID
 ORDER=()
 for t in $TARGETS; do
     case $t in
+    *-tls | netwine-mixed) $HAVE_TLS || { log "no openssl to make a certificate; $t skipped"; continue; } ;;
+    esac
+    case $t in
     raw) PID[raw]="" ;;
-    socat | websockify)
-        command -v "$t" >/dev/null || { log "$t missing; skipped"; continue; }
+    socat | websockify | socat-tls | websockify-tls)
+        command -v "${t%-tls}" >/dev/null || { log "${t%-tls} missing; $t skipped"; continue; }
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
     netwine-b)
         [ -n "${CMD[netwine-b]:-}" ] || { log "netwine-b needs NETWINE_B; skipped"; continue; }
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
-    netwine | netwine-1t | netwine-loop | ref-epoll | ref-threads)
+    netwine-mixed)  # plain WebSockets to netwine-tls's own process
+        [ -n "${PID[netwine-tls]:-}" ] || { log "netwine-mixed needs netwine-tls before it in TARGETS; skipped"; continue; }
+        PID[$t]=${PID[netwine-tls]} ;;
+    netwine | netwine-1t | netwine-loop | netwine-tls | ref-epoll | ref-threads)
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
     *) log "unknown target $t"; continue ;;
@@ -211,6 +239,7 @@ restart() { # TARGET
     for i in $(seq 1 50); do port_busy "${PORT[$t]}" || break; sleep 0.1; done
     eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
     PID[$t]=$LASTPID
+    [ "$t" = netwine-tls ] && [ -n "${PID[netwine-mixed]:-}" ] && PID[netwine-mixed]=$LASTPID
     [ "$PIN" = split ] && pin_tree "$LASTPID" 1
     sleep 0.3
 }
@@ -219,7 +248,7 @@ restart() { # TARGET
 applies() { # TARGET TEST
     case $2 in
     hold_ws | stream | poll_c1 | poll_c8 | poll_idle) [ "$1" = netwine ] ;;
-    conns) [ "$1" != raw ] ;;
+    conns) [ "$1" != raw ] && [ "$1" != netwine-mixed ] ;;  # (conns restarts the bridge: netwine-tls's process)
     *) true ;;
     esac
 }
@@ -240,7 +269,8 @@ run_test() { # REP TARGET TEST
         [ "$test" = down_c1 ] && to=$SOURCE tp=$SOURCEPID mode=ws-down
         case $t in
         raw) url="tcp://127.0.0.1:$to" ;;
-        netwine | netwine-1t | netwine-loop | netwine-b) url="ws://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
+        netwine | netwine-1t | netwine-loop | netwine-b | netwine-mixed) url="ws://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
+        netwine-tls) url="wss://127.0.0.1:${PORT[$t]}/netwine/ws?target=127.0.0.1:$to" ;;
         *)
             local dport=$((BASE + 60))
             eval "start_bg $t-dir $dport $(bridge_cmd "$t" "$dport" "$to")"
@@ -249,7 +279,12 @@ run_test() { # REP TARGET TEST
             common=(--label "$t" --pid "$pid")
             [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
             [ "$PIN" = split ] && pin_tree "$pid" 1
-            case $t in websockify) url="ws://127.0.0.1:$dport/" ;; *) url="tcp://127.0.0.1:$dport" ;; esac ;;
+            case $t in
+            websockify) url="ws://127.0.0.1:$dport/" ;;
+            websockify-tls) url="wss://127.0.0.1:$dport/" ;;
+            socat-tls) url="tls://127.0.0.1:$dport" ;;
+            *) url="tcp://127.0.0.1:$dport" ;;
+            esac ;;
         esac
         args=($mode --url "$url" -c 1 -s 64K -t "$TPUT_SECS" --tpid "$tp") ;;
     lat) args=(ws-lat --url "$url" -s 32 -t "$LAT_SECS") ;;

@@ -11,12 +11,17 @@ floor of a relay's structure on this machine (docs/PERFORMANCE.md); netwine-1t
 is netwine with --threads 1 (with it, a netwine-1t / socat column); netwine-loop is
 netwine with --bulk-threads 0 (with it, a netwine-loop / socat column); netwine-b is
 a second build (NETWINE_B), with netwine-b / socat and netwine / netwine-b columns.
+The TLS targets (netwine-tls: wss://, netwine-mixed: ws:// to that same TLS-configured
+process, socat-tls, websockify-tls) get a second table with netwine-tls / socat-tls,
+netwine-tls / websockify-tls and netwine-mixed / netwine (what serving TLS on the port
+costs plain WebSockets).
 """
 import statistics
 import sys
 from collections import defaultdict
 
 TARGETS = ["netwine", "netwine-b", "netwine-1t", "netwine-loop", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
+TLS_TARGETS = ["netwine-tls", "netwine-mixed", "socat-tls", "websockify-tls"]
 
 # (label, test, key, better, transform)
 ROWS = [
@@ -156,6 +161,24 @@ def main():
             row.append(ratio(med(data, "netwine-b", test, key), med(data, "socat", test, key)))
             row.append(ratio(n, med(data, "netwine-b", test, key)))
         print("| " + " | ".join(row) + " |")
+    tls_present = [t for t in TLS_TARGETS if any(k[0] == t for k in data)]
+    if tls_present:
+        head = ["over TLS", "better"] + tls_present + ["netwine-tls/socat-tls", "netwine-tls/websockify-tls",
+                                                       "netwine-mixed/netwine"]
+        print()
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for label, test, key, better in ROWS:
+            if test == "tput64k_c8" and key == "segs_per_mb":
+                continue
+            cells = [cell(data.get((t, test, key), [])) for t in tls_present]
+            if all(c == "-" for c in cells):
+                continue
+            n = med(data, "netwine-tls", test, key)
+            row = [label, better] + cells + [ratio(n, med(data, "socat-tls", test, key)),
+                                             ratio(n, med(data, "websockify-tls", test, key)),
+                                             ratio(med(data, "netwine-mixed", test, key), med(data, "netwine", test, key))]
+            print("| " + " | ".join(row) + " |")
     lines = []
     for label, test, key, vs in NETWINE_ONLY:
         vals = data.get(("netwine", test, key), [])

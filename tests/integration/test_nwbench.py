@@ -75,3 +75,32 @@ def test_small_messages_on_a_bulk_thread_stay_byte_exact(netwine, tcp_target, si
         loans = next(int(l.split()[1]) for l in r.read().decode().splitlines()
                      if l.startswith("netwine_bulk_loans_total "))
     assert loans >= 1, "the connection was never lent: the test did not reach the relay thread"
+
+
+@pytest.fixture(scope="module")
+def throwaway_cert(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cert")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+@pytest.mark.parametrize("mode,size", [("ws-tput", "64K"), ("ws-tput", "1K"), ("ws-up", "64K")])
+def test_wss_runs_move_every_byte_through_tls(netwine, tcp_target, throwaway_cert, mode, size):
+    # The TLS rows of the table (wss:// and tls:// URLs): SSL_write takes one record
+    # per call, so the client must come back for the rest of each write. It once
+    # stopped after its first 1 MiB write in ws-up (the write event was not armed).
+    cert, key = throwaway_cert
+    target = tcp_target("echo" if mode == "ws-tput" else "sink")
+    n = netwine("--target", target.address, "--tls-cert", str(cert), "--tls-key", str(key))
+    total = 32 << 20
+    args = ["-m", str(total), "-t", "30"] if mode == "ws-tput" else ["-t", "3"]
+    kv, rc, err = nwbench(mode, "--url", f"wss://{n.host}:{n.port}/netwine/ws?target={target.address}",
+                          "--proto", "binary", "-s", size, *args, timeout=60)
+    assert rc == 0, err
+    assert kv.get("ok") == "1" and kv.get("verify") == "ok", kv
+    if mode == "ws-tput":
+        assert kv.get("done") == "1" and int(kv["bytes"]) == total, kv
+    else:  # 3 s, even of a sanitizer build: far more than the 1 MiB of the stuck client
+        assert int(kv["bytes"]) > 16 << 20, kv

@@ -9,6 +9,7 @@ import asyncio
 import http.client
 import json
 import pathlib
+import select
 import shutil
 import signal
 import socket
@@ -24,7 +25,8 @@ import websockets.exceptions
 
 from conftest import BINARY, Source, pattern_bytes
 from nwclient import Client, HttpError
-from wsclient_util import OP_BINARY, RawWs, encode_frame, handshake_request, push_until_refused
+from wsclient_util import (OP_BINARY, OP_CLOSE, RawWs, close_payload, encode_frame, handshake_request,
+                           push_until_refused)
 
 MiB = 1 << 20
 
@@ -371,7 +373,76 @@ def test_wss_echo(pki, netwine, tcp_target, mode):
     assert asyncio.run(ws_echo(url, client_context(pki), payload)) == payload
     if mode == "mixed":  # and ws:// on the same port
         url = f"ws://127.0.0.1:{n.port}/netwine/ws?target={echo.address}"
-        assert asyncio.run(ws_echo(url, None, payload[:100000])) == payload[:100000]
+        assert asyncio.run(ws_echo(url, None, payload)) == payload
+    assert n.stop() == 0
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_shared_port_websocket_held_back_by_a_slow_target_then_delivered_whole(pki, netwine, tcp_target,
+                                                                              secure):
+    """The shared port reads on past libevent's 4096 bytes per read event (tls.cpp,
+    MixedConnection): a WebSocket pushing to a target that does not read must still
+    be held back, over TLS and on the plain side alike, and once the target reads,
+    every byte arrives, in order, before the close."""
+    frame_payload = pattern_bytes(256 * 1024, seed=13)
+    release = threading.Event()
+    got = {"bytes": 0, "ok": True, "eof": threading.Event()}
+
+    def slow_reader(conn):
+        release.wait(60)
+        conn.settimeout(30)
+        at = 0
+        while True:
+            b = conn.recv(1 << 20)
+            if not b:
+                break
+            for i in range(0, len(b), len(frame_payload)):  # compare against the repeating payload
+                part = b[i:i + len(frame_payload)]
+                off = at % len(frame_payload)
+                if part[:len(frame_payload) - off] != frame_payload[off:off + len(part)]:
+                    got["ok"] = False
+                rest = part[len(frame_payload) - off:]
+                if rest and rest != frame_payload[:len(rest)]:
+                    got["ok"] = False
+                at += len(part)
+        got["bytes"] = at
+        got["eof"].set()
+
+    target = tcp_target(slow_reader)
+    n = netwine(*tls_args(pki, "mixed"), "--target", target.address)
+    rss0 = n.rss_kib()
+    ctx = client_context(pki)
+    wrap = (lambda s: ctx.wrap_socket(s, server_hostname="localhost")) if secure else None
+    ws = RawWs(n.host, n.port, f"/netwine/ws?target={target.address}", ["binary"], wrap=wrap)
+    frame = encode_frame(OP_BINARY, frame_payload)
+    ws.sock.setblocking(False)
+    frames, out, pushed = 0, bytearray(), 0
+    while pushed < 256 * MiB:  # bounded; stops once a whole second passes without room
+        if not out:
+            out += frame
+            frames += 1
+        if not select.select([], [ws.sock], [], 1.0)[1]:
+            break
+        try:
+            sent = ws.sock.send(out)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            continue
+        del out[:sent]
+        pushed += sent
+    grown = n.rss_kib() - rss0
+    # 1 MiB session buffer + one 256 KiB read batch + socket buffers on both sides.
+    assert pushed < 24 * MiB, f"netwine kept reading: {pushed} bytes pushed, RSS +{grown} KiB"
+    if b"__asan_init" not in BINARY.read_bytes():
+        assert grown < 16 * 1024, f"RSS grew {grown} KiB"
+    release.set()
+    ws.sock.setblocking(True)
+    ws.sock.settimeout(30)
+    ws.sock.sendall(bytes(out))  # the rest of the last frame (over TLS: the same write, retried)
+    ws.sock.sendall(encode_frame(OP_CLOSE, close_payload(1000)))
+    assert got["eof"].wait(60), f"the target saw no end: {got['bytes']} bytes"
+    assert got["ok"], "the target received bytes out of order or changed"
+    assert got["bytes"] == frames * len(frame_payload), (got["bytes"], frames)
+    ws.abort()
     assert n.stop() == 0
 
 

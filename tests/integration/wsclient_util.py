@@ -84,8 +84,10 @@ class RawWs:
     """One client WebSocket over a plain socket."""
 
     def __init__(self, host, port, path, protocols=None, send_with_handshake=b"", timeout=10,
-                 **kw):
+                 wrap=None, **kw):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if wrap:  # e.g. an ssl context's wrap_socket: the same WebSocket over TLS
+            self.sock = wrap(self.sock)
         req, key = handshake_request(host, port, path, protocols, **kw)
         self.sock.sendall(req + send_with_handshake)
         raw = b""
