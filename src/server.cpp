@@ -372,7 +372,8 @@ struct Detach {
   evhttp_connection* conn;  // null once evhttp freed it first
   evutil_socket_t fd;
   std::string pending;
-  std::function<void(evutil_socket_t, std::string)> then;
+  Server::CarriedTls tls;
+  std::function<void(evutil_socket_t, std::string, Server::CarriedTls)> then;
   EventPtr timer;  // step two
 };
 
@@ -392,16 +393,33 @@ struct Detach {
 // the bufferevent no longer has it (libevent 2.1.12 http.c). So step two
 // duplicates the socket for the new owner and points the old descriptor number
 // at a placeholder socket first: evhttp's shutdown and close reach that.
-void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string)> then) {
+bool Server::can_detach(evhttp_connection* conn) const {
+  bufferevent* bev = conn ? evhttp_connection_get_bufferevent(conn) : nullptr;
+  if (!bev) return false;
+  return tls_acceptor_ ? tls_acceptor_->can_release(bev) : sockio::plain_socket(bev);
+}
+
+void Server::detach_socket(evhttp_connection* conn,
+                           std::function<void(evutil_socket_t, std::string, CarriedTls)> then) {
   bufferevent* bev = evhttp_connection_get_bufferevent(conn);
   bufferevent_disable(bev, EV_READ | EV_WRITE);
   bufferevent_set_timeouts(bev, nullptr, nullptr);
   evbuffer* in = bufferevent_get_input(bev);
   std::string pending(evbuffer_get_length(in), '\0');
   if (!pending.empty()) evbuffer_remove(in, pending.data(), pending.size());
-  evutil_socket_t fd = bufferevent_getfd(bev);
-  bufferevent_setfd(bev, -1);
-  auto* job = new Detach{this, conn, fd, std::move(pending), std::move(then), nullptr};
+  // A shared-port connection (can_detach()): its filter gives up the TLS session
+  // and what it had not passed on yet; the socket is the one under the filter.
+  CarriedTls carried;
+  bufferevent* sock = bev;
+  if (bufferevent* under = bufferevent_get_underlying(bev); under && tls_acceptor_) {
+    tls::Released r = tls_acceptor_->release(bev);
+    if (r.ssl) carried = std::make_shared<tls::Released>(std::move(r));
+    else pending += r.raw;  // plain bytes the filter had not moved yet come after its input
+    sock = under;
+  }
+  evutil_socket_t fd = bufferevent_getfd(sock);
+  bufferevent_setfd(sock, -1);
+  auto* job = new Detach{this, conn, fd, std::move(pending), std::move(carried), std::move(then), nullptr};
   watch_close(conn, [job] { job->conn = nullptr; });  // evhttp_free() came first
   // A zero timeout on an event of our own: it waits in the timer heap, which the
   // loop reads right after its next poll, and makes that poll not wait. (Not
@@ -413,7 +431,7 @@ void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_so
     Server& self = *job->server;
     if (!job->conn) {  // already shut down and counted as closed by evhttp
       if (job->fd >= 0) close(job->fd);
-      job->then(-1, {});
+      job->then(-1, {}, nullptr);
       return;
     }
     self.unwatch_close(job->conn);
@@ -425,7 +443,7 @@ void Server::detach_socket(evhttp_connection* conn, std::function<void(evutil_so
     if (mine >= 0) ++self.open_connections_;  // it lives on elsewhere
     evhttp_connection_free(job->conn);  // counts one connection gone
     if (job->fd >= 0) close(job->fd);    // the placeholder copy, or the socket itself on failure
-    job->then(mine, std::move(job->pending));
+    job->then(mine, std::move(job->pending), std::move(job->tls));
   }, job));
   evtimer_add(job->timer.get(), &kZeroTimeval);
 }

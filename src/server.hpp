@@ -36,7 +36,7 @@ namespace http { class StaticSite; }
 namespace tunnel { class Manager; class SessionCounts; }
 class Mailbox;
 class WorkerPool;
-namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; }
+namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; struct Released; }
 class DemoService;
 
 class Server {
@@ -69,12 +69,18 @@ class Server {
   // True while shutting down: new sessions are refused with 503.
   bool draining() const { return draining_; }
 
-  // Takes `conn`'s plain socket away from evhttp: from the event loop, once
-  // evhttp has let go of it, `then` gets the descriptor (the caller's from then
-  // on) and the bytes the client sent after its request; or -1 if evhttp freed
-  // the connection first. The socket still counts as an open connection until
-  // connection_closed_elsewhere().
-  void detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string)> then);
+  // True if detach_socket() may take `conn`'s socket now: a plain socket, or a
+  // shared-port connection (plain or TLS, tls::Acceptor::can_release()).
+  bool can_detach(evhttp_connection* conn) const;
+  // A shared-port TLS connection's session, carried along with its socket.
+  using CarriedTls = std::shared_ptr<tls::Released>;
+  // Takes `conn`'s socket away from evhttp: from the event loop, once evhttp has
+  // let go of it, `then` gets the descriptor (the caller's from then on), the
+  // bytes the client sent after its request (plaintext), and for a TLS
+  // connection its TLS session and unread ciphertext (else null); or -1 if
+  // evhttp freed the connection first. The socket still counts as an open
+  // connection until connection_closed_elsewhere().
+  void detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string, CarriedTls)> then);
   // A socket taken by detach_socket() was closed (callable from any thread).
   void connection_closed_elsewhere();
 

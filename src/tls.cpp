@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <unordered_set>
 #include <utility>
 
 #include <event2/buffer.h>
@@ -222,10 +223,16 @@ class MixedConnection {
     Plain,     // plain HTTP: input chains move through, output is written as is
     Tls,       // OpenSSL decrypts the socket side's input and send()s records
     Failed,    // a TLS or socket error: input is discarded, evhttp gets an error event
+    Released,  // the socket moved to another loop (release()): nothing passes any more
   };
 
   // Makes the filter (registered with `owner`), or null.
   static bufferevent* create(Acceptor& owner);
+  // Makes the filter for a TLS connection released elsewhere (adopt_connection()).
+  static bufferevent* adopt(event_base* base, evutil_socket_t fd, Released r);
+
+  bool can_release() const;
+  Released release();
 
   bool is_tls() const { return mode_ == Mode::Tls; }
   evbuffer* under_input() const { return bufferevent_get_input(under_); }
@@ -235,6 +242,7 @@ class MixedConnection {
   // points back at the Acceptor or needs the event loop.
   void orphan() {
     owner_ = nullptr;
+    base_ = nullptr;
     kick_.reset();
     writable_.reset();
   }
@@ -248,7 +256,8 @@ class MixedConnection {
     kFail = 16,     // report the failure to evhttp
   };
 
-  MixedConnection(Acceptor& owner, bufferevent* under);
+  MixedConnection(Acceptor* owner, event_base* base, bufferevent* under);
+  bufferevent* make_filter();
   ~MixedConnection();
 
   static bufferevent_filter_result on_filter_in(evbuffer* src, evbuffer* dst, ev_ssize_t lim,
@@ -277,7 +286,8 @@ class MixedConnection {
   bool freed() const;
   std::string peer() const;
 
-  Acceptor* owner_;
+  Acceptor* owner_;               // null for an adopted connection (a worker's)
+  event_base* base_;              // the loop it lives on; null once orphaned
   bufferevent* under_;            // the socket bufferevent; we hold a reference
   bufferevent* filter_ = nullptr;
   EventPtr kick_;                 // zero-timeout work, see the class comment
@@ -355,12 +365,17 @@ const BIO_METHOD* connection_bio_method() {
 
 }  // namespace
 
-MixedConnection::MixedConnection(Acceptor& owner, bufferevent* under) : owner_(&owner), under_(under) {
-  kick_.reset(event_new(owner.base(), -1, 0, &MixedConnection::on_kick, this));
+// Adopted connections of this thread (a worker's loop), until finalized.
+thread_local std::unordered_set<MixedConnection*> t_adopted;
+
+MixedConnection::MixedConnection(Acceptor* owner, event_base* base, bufferevent* under)
+    : owner_(owner), base_(base), under_(under) {
+  kick_.reset(event_new(base, -1, 0, &MixedConnection::on_kick, this));
 }
 
 MixedConnection::~MixedConnection() {
   if (owner_) owner_->forget(filter_);
+  else t_adopted.erase(this);
   ssl_.reset();  // frees the BIO, which points at us
   // Our reference kept the socket bufferevent valid for kicks that ran after
   // evhttp freed the filter; now it may go.
@@ -370,25 +385,81 @@ MixedConnection::~MixedConnection() {
 bufferevent* MixedConnection::create(Acceptor& owner) {
   bufferevent* under = bufferevent_socket_new(owner.base(), -1, BEV_OPT_CLOSE_ON_FREE);
   if (!under) return nullptr;
-  auto* c = new MixedConnection(owner, under);
+  auto* c = new MixedConnection(&owner, owner.base(), under);
+  bufferevent* f = c->make_filter();
+  if (f) owner.remember(f, c);
+  return f;
+}
+
+// The filter over under_ (on failure both are gone and null is returned).
+bufferevent* MixedConnection::make_filter() {
+  bufferevent* under = under_;
   bufferevent_incref(under);  // the destructor's decref balances it
-  bufferevent* f = c->kick_ ? bufferevent_filter_new(under, &on_filter_in, &on_filter_out,
-                                                     BEV_OPT_CLOSE_ON_FREE, &on_free, c)
-                            : nullptr;
+  bufferevent* f = kick_ ? bufferevent_filter_new(under, &on_filter_in, &on_filter_out,
+                                                  BEV_OPT_CLOSE_ON_FREE, &on_free, this)
+                         : nullptr;
   if (!f) {
-    c->owner_ = nullptr;
-    delete c;
+    owner_ = nullptr;
+    delete this;
     bufferevent_free(under);
     return nullptr;
   }
-  c->filter_ = f;
-  owner.remember(f, c);
-  evbuffer_add_cb(bufferevent_get_output(f), &MixedConnection::on_filter_output, c);
-  evbuffer_add_cb(bufferevent_get_input(f), &MixedConnection::on_filter_input, c);
+  filter_ = f;
+  evbuffer_add_cb(bufferevent_get_output(f), &MixedConnection::on_filter_output, this);
+  evbuffer_add_cb(bufferevent_get_input(f), &MixedConnection::on_filter_input, this);
   bufferevent_setwatermark(under, EV_READ, 0, kUnderlyingReadCap);
   // We write to the socket ourselves; its bufferevent only reads.
   bufferevent_disable(under, EV_WRITE);
   return f;
+}
+
+bufferevent* MixedConnection::adopt(event_base* base, evutil_socket_t fd, Released r) {
+  bufferevent* under = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (!under) {
+    evutil_closesocket(fd);
+    return nullptr;
+  }
+  auto* c = new MixedConnection(nullptr, base, under);
+  t_adopted.insert(c);
+  bufferevent* f = c->make_filter();
+  if (!f) return nullptr;
+  c->mode_ = Mode::Tls;
+  c->ssl_ = std::move(r.ssl);
+  BIO_set_data(SSL_get_rbio(c->ssl_.get()), c);  // one BIO both ways (start_tls())
+  evbuffer* in = c->under_input();  // frozen at its end outside the socket's own reads
+  evbuffer_unfreeze(in, 0);
+  evbuffer_add(in, r.raw.data(), r.raw.size());
+  evbuffer_freeze(in, 0);
+  // What came along (ciphertext, or plaintext OpenSSL holds) is decrypted once the
+  // new owner has set its callbacks, from the loop.
+  if (c->unfiltered_input()) c->schedule(kRead);
+  return f;
+}
+
+bool MixedConnection::can_release() const {
+  if (mode_ != Mode::Plain && mode_ != Mode::Tls) return false;
+  if (evbuffer_get_length(bufferevent_get_output(filter_)) > 0 || (writable_ && event_pending(writable_.get(), EV_WRITE, nullptr)))
+    return false;
+  if (mode_ == Mode::Plain) return true;
+  // (A write OpenSSL holds half-sent keeps its plaintext in the output, or set
+  // read_wants_write_ when a read made it.)
+  return SSL_is_init_finished(ssl_.get()) && !read_wants_write_ && !SSL_want_write(ssl_.get());
+}
+
+Released MixedConnection::release() {
+  Released r;
+  evbuffer* in = under_input();
+  r.raw.resize(evbuffer_get_length(in));
+  if (!r.raw.empty()) evbuffer_remove(in, r.raw.data(), r.raw.size());
+  if (ssl_) {
+    BIO_set_data(SSL_get_rbio(ssl_.get()), nullptr);
+    r.ssl = std::move(ssl_);
+  }
+  mode_ = Mode::Released;
+  kick_what_ = 0;
+  if (kick_) event_del(kick_.get());
+  writable_.reset();
+  return r;
 }
 
 void MixedConnection::on_free(void* self) { delete static_cast<MixedConnection*>(self); }
@@ -443,6 +514,8 @@ bufferevent_filter_result MixedConnection::do_filter_in(evbuffer* src, evbuffer*
       under_left_ = evbuffer_get_length(src);
       return r;
     }
+    case Mode::Released:
+      return BEV_NEED_MORE;
     case Mode::Failed:
       break;
   }
@@ -510,7 +583,7 @@ bufferevent_filter_result MixedConnection::tls_in(evbuffer* dst, size_t budget) 
 }
 
 void MixedConnection::fail(const std::string& reason) {
-  if (mode_ == Mode::Failed) return;
+  if (mode_ == Mode::Failed || mode_ == Mode::Released) return;
   // Scanners, old clients and vanished peers fail all day: not worth more than debug.
   log::debug("connection from ", peer(), ": ", mode_ == Mode::Tls ? "TLS: " : "", reason);
   mode_ = Mode::Failed;
@@ -518,15 +591,16 @@ void MixedConnection::fail(const std::string& reason) {
 }
 
 void MixedConnection::schedule(unsigned what) {
-  if (!kick_) return;
+  if (!kick_ || mode_ == Mode::Released) return;
   kick_what_ |= what;
   event_active(kick_.get(), EV_TIMEOUT, 1);  // already active: libevent merges
 }
 
 void MixedConnection::wait_writable() {
+  if (mode_ == Mode::Released) return;
   if (!writable_) {
-    if (!owner_) return;
-    writable_.reset(event_new(owner_->base(), fd(), EV_WRITE, &MixedConnection::on_writable, this));
+    if (!base_) return;
+    writable_.reset(event_new(base_, fd(), EV_WRITE, &MixedConnection::on_writable, this));
     if (!writable_) return;
   }
   event_add(writable_.get(), nullptr);
@@ -578,6 +652,7 @@ void MixedConnection::on_writable(evutil_socket_t, short, void* self) {
 }
 
 void MixedConnection::do_kick(unsigned what) {
+  if (mode_ == Mode::Released) return;
   bufferevent* f = filter_;
   // Freed by evhttp, and maybe no reference left: libevent finalizes it later (and
   // this object with it). Taking a reference now would finalize it twice.
@@ -697,6 +772,25 @@ bufferevent* Acceptor::new_connection() {
     return bev;
   }
   return MixedConnection::create(*this);
+}
+
+bool Acceptor::can_release(bufferevent* bev) const {
+  auto it = mixed_.find(bev);
+  return it != mixed_.end() && it->second->can_release();
+}
+
+Released Acceptor::release(bufferevent* bev) {
+  auto it = mixed_.find(bev);
+  return it != mixed_.end() ? it->second->release() : Released{};
+}
+
+bufferevent* adopt_connection(event_base* base, evutil_socket_t fd, Released r) {
+  return MixedConnection::adopt(base, fd, std::move(r));
+}
+
+void orphan_adopted() {
+  for (MixedConnection* c : t_adopted) c->orphan();
+  t_adopted.clear();
 }
 
 bool Acceptor::is_tls(bufferevent* bev) const {

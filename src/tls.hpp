@@ -68,6 +68,23 @@ class TlsContext {
 
 class MixedConnection;
 
+// What a shared-port connection hands over when its socket moves to another event
+// loop (Acceptor::release(), adopt_connection()).
+struct Released {
+  SslPtr ssl;       // the TLS session, handshake done; null for a plain connection
+  std::string raw;  // read from the socket, not yet through the filter: ciphertext
+                    // (TLS) or plaintext that follows the filter's input (plain)
+};
+
+// A TLS connection released on another loop, continued on `base` (a worker's):
+// the same filter as a shared-port connection, its TLS session and unread
+// ciphertext carried over. Takes `fd`. Null on allocation failure (fd closed).
+bufferevent* adopt_connection(event_base* base, evutil_socket_t fd, Released r);
+// The calling thread's adopted connections that libevent has not finalized yet
+// are cut loose from its event loop, which is about to be freed (as
+// Acceptor's destructor does for its own).
+void orphan_adopted();
+
 // Makes the bufferevent of each accepted client connection (evhttp_set_bevcb) and
 // answers whether one speaks TLS. Owns the bookkeeping of the plain-or-TLS
 // filters; it must outlive the evhttp that uses it (the filters tell it when they
@@ -87,6 +104,15 @@ class Acceptor {
   // connection this is known once the client's first byte has arrived, which is
   // always before evhttp has a request to ask about.
   bool is_tls(bufferevent* bev) const;
+
+  // True if `bev` is a shared-port connection that may leave this loop now: it
+  // has decided plain or TLS (handshake done), and nothing is queued to send nor
+  // held half-sent inside OpenSSL.
+  bool can_release(bufferevent* bev) const;
+  // Takes the TLS session and unfiltered input of such a connection; from then
+  // on its filter passes nothing and sends nothing (the socket is being
+  // detached: Server::detach_socket). The filter's own input stays for the caller.
+  Released release(bufferevent* bev);
 
   // --- for MixedConnection ---
   const TlsContext& context() const { return context_; }

@@ -4,6 +4,7 @@
 #include <condition_variable>
 
 #include "log.hpp"
+#include "tls.hpp"
 #include "ws/ws_connection.hpp"
 
 namespace netwine {
@@ -92,6 +93,7 @@ void WorkerPool::run(Worker* w) {
   // (their sessions end), the sessions and the rest, then the loop itself.
   w->mailbox->close();
   ws::close_all_connections();
+  tls::orphan_adopted();  // TLS filters libevent finalizes with the loop (tls.hpp)
   w->manager.reset();
   w->dns.reset();
   w->base.reset();

@@ -33,7 +33,7 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
     echo '<testsuite name="asan"><testcase name="asan-build"><failure message="build failed"/></testcase></testsuite>' \
       > "$reports/asan-build.xml"
   fi
-  # Threads (--threads): the suites whose sessions cross threads, on a
+  # Threads (--threads): the suites whose sessions cross threads (TLS ones too), on a
   # ThreadSanitizer build of the server; any report fails the test (conftest.py).
   if [ ! -f build-tsan/build.ninja ]; then
     meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null || status=1
@@ -41,7 +41,7 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
   if meson compile -C build-tsan netwine >/dev/null; then
     # Bounded like the meson suites (~2 min normally): a hang fails, it does not stall CI.
     (cd tests/integration && NETWINE_BIN="$PWD/../../build-tsan/netwine" TSAN_OPTIONS=halt_on_error=0 \
-      timeout 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_bulk.py test_websocket.py test_foundation.py \
+      timeout 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_bulk.py test_websocket.py test_foundation.py test_tls.py \
       --junitxml="$PWD/../../$reports/tsan-integration.xml") || status=1
   else
     echo "thread sanitizer build failed"; status=1

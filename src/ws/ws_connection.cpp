@@ -31,6 +31,7 @@
 #include "log.hpp"
 #include "server.hpp"
 #include "sockio.hpp"
+#include "tls.hpp"
 #include "tunnel/codec.hpp"
 #include "tunnel/manager.hpp"
 #include "tunnel/session.hpp"
@@ -356,7 +357,7 @@ void WsConnection::start_owned(tunnel::Session* s, bufferevent* bev, const std::
   bev_ = bev;
   bufferevent_setcb(bev_, &WsConnection::on_read, &WsConnection::on_write, &WsConnection::on_event, this);
   bufferevent_setwatermark(bev_, EV_WRITE, kOutputLowWater, 0);
-  raw_fd_ = bufferevent_getfd(bev_);
+  raw_fd_ = sockio::plain_socket(bev_) ? bufferevent_getfd(bev_) : -1;  // not under a TLS filter
   evbuffer_add(bufferevent_get_output(bev_), head.data(), head.size());
   // A socket bufferevent's input takes nothing from us (frozen at its end): the
   // early bytes go where do_read() decodes from.
@@ -1043,12 +1044,11 @@ void close_all_connections() {
 
 namespace {
 
-// Only plain sockets move: a TLS connection's state lives in its bufferevent,
-// and with TLS configured even plain connections sit below a filter.
+// Plain sockets move, and shared-port connections, plain or TLS, whose filter can
+// let go now (Server::can_detach); --tls-only connections (libevent's OpenSSL
+// bufferevent, whose state cannot be taken out) stay.
 bool can_hand_off(tunnel::Manager& m, evhttp_request* req) {
-  evhttp_connection* conn = evhttp_request_get_connection(req);
-  bufferevent* bev = conn ? evhttp_connection_get_bufferevent(conn) : nullptr;
-  return bev && sockio::plain_socket(bev) && !m.server().is_tls(req);
+  return m.server().can_detach(evhttp_request_get_connection(req));
 }
 
 // The 101 answer, as evhttp would write it (start()), for a socket taken from it.
@@ -1060,15 +1060,17 @@ std::string switching_protocols(const HandshakeResult& hs) {
 }
 
 // Opens the admitted session on this (worker) thread and relays on `fd`.
+// A TLS connection (`tls` set) continues in a filter of its own on this loop.
 void adopt(tunnel::Manager& m, tunnel::SessionTicket ticket, evutil_socket_t fd, Mode mode,
            const std::string& head, const std::string& pending, std::string peer,
-           std::function<void()> on_closed) {
+           std::function<void()> on_closed, Server::CarriedTls tls) {
   tunnel::Session* s = m.start(std::move(ticket));
-  bufferevent* bev = bufferevent_socket_new(m.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent* bev = tls ? tls::adopt_connection(m.base(), fd, std::move(*tls))  // (closes fd if it fails)
+                         : bufferevent_socket_new(m.base(), fd, BEV_OPT_CLOSE_ON_FREE);
   auto conn = std::make_unique<WsConnection>(m, nullptr, mode);
   if (!bev || !s->attach(conn.get(), 0).empty()) {
     if (bev) bufferevent_free(bev);
-    else evutil_closesocket(fd);
+    else if (!tls) evutil_closesocket(fd);
     s->end(tunnel::close_code::kTargetError, "internal error");
     if (on_closed) on_closed();
     return;
@@ -1094,7 +1096,7 @@ void hand_off(tunnel::Manager& m, evhttp_request* req, int worker, tunnel::Sessi
   server.detach_socket(
       evhttp_request_get_connection(req),
       [&server, workers, counts, worker, ticket = std::move(ticket), mode, head = std::move(head),
-       peer = std::move(peer)](evutil_socket_t fd, std::string pending) mutable {
+       peer = std::move(peer)](evutil_socket_t fd, std::string pending, Server::CarriedTls tls) mutable {
         std::string client = ticket.client;
         if (fd < 0) {  // the connection went first (evhttp_free at exit)
           counts->release(client);
@@ -1102,8 +1104,8 @@ void hand_off(tunnel::Manager& m, evhttp_request* req, int worker, tunnel::Sessi
         }
         auto on_closed = [&server] { server.connection_closed_elsewhere(); };
         bool sent = workers->run_on(worker, [ticket = std::move(ticket), fd, mode, head, pending = std::move(pending),
-                                             peer, on_closed](tunnel::Manager& wm) mutable {
-          adopt(wm, std::move(ticket), fd, mode, head, pending, std::move(peer), on_closed);
+                                             peer, on_closed, tls = std::move(tls)](tunnel::Manager& wm) mutable {
+          adopt(wm, std::move(ticket), fd, mode, head, pending, std::move(peer), on_closed, std::move(tls));
         });
         if (!sent) {  // the worker is stopping: so are we
           evutil_closesocket(fd);

@@ -17,6 +17,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("NETWINE_BIN", ROOT / "build" / "netwine"))
+# A sanitizer build (ASan or TSan): its memory figures measure the sanitizer, not netwine.
+SANITIZED = BINARY.exists() and any(m in BINARY.read_bytes() for m in (b"__asan_init", b"__tsan_init"))
 STARTUP_SECONDS = 10
 
 

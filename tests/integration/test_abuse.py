@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, Source
+from conftest import SANITIZED, Source
 from nwclient import Client, FrameReader, HttpError, ProtocolError
 from wsclient_util import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, RawWs, encode_frame,
                            push_until_refused)
@@ -29,7 +29,6 @@ SEED = 4242
 # A sanitizer build keeps freed memory in quarantine (and pads every allocation):
 # its RSS says nothing about netwine's, so memory bounds are checked on plain
 # builds only. What a peer managed to push is checked on every build.
-SANITIZED = BINARY.exists() and b"__asan_init" in BINARY.read_bytes()
 
 
 def status_of(response: bytes):

@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 
-from conftest import BINARY, TcpTarget
+from conftest import SANITIZED, TcpTarget
 from nwclient import Client, FrameReader, HttpError, ProtocolError
 from wsclient_util import (OP_CLOSE, HandshakeError, RawWs, V1Transfer, close_payload)
 
@@ -36,7 +36,6 @@ TEST_DEADLINE = 120              # seconds for the whole data phase
 RSS_GROWTH_BOUND_KIB = 32 * 1024  # after every session has closed
 # A sanitizer build keeps freed memory in quarantine: its RSS says nothing about
 # netwine's, so the memory bound is checked on plain builds only.
-SANITIZED = BINARY.exists() and b"__asan_init" in BINARY.read_bytes()
 # Errors a cut produces on the client side; anything else (an assertion about
 # offsets, an unexpected HTTP status or close code) fails the test.
 CUT_ERRORS = (OSError, EOFError, ProtocolError, ValueError, IndexError)
