@@ -313,7 +313,7 @@ bufferevent* Server::on_new_connection(event_base*, void* self) {
 }
 
 bufferevent* Server::do_new_connection() {
-  // With TLS configured: a TLS bufferevent (--tls-only) or the plain-or-TLS filter.
+  // With TLS configured: the plain-or-TLS filter (TLS only with --tls-only).
   // The guard below works on either: bufferevent_getfd reaches the socket through
   // a filter (libevent 2.1.12 forwards it to the underlying bufferevent).
   bufferevent* bev = tls_acceptor_ ? tls_acceptor_->new_connection()

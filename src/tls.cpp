@@ -12,7 +12,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -486,6 +485,7 @@ bufferevent_filter_result MixedConnection::do_filter_in(evbuffer* src, evbuffer*
     unsigned char first = 0;
     if (evbuffer_copyout(src, &first, 1) != 1) return BEV_NEED_MORE;
     if (first == kTlsHandshakeRecord) start_tls();
+    else if (owner_ && owner_->tls_only()) fail("plain bytes on a --tls-only port");  // closed, unanswered
     else mode_ = Mode::Plain;
   }
   switch (mode_) {
@@ -759,20 +759,7 @@ Acceptor::~Acceptor() {
   for (auto& [filter, conn] : mixed_) conn->orphan();
 }
 
-bufferevent* Acceptor::new_connection() {
-  if (tls_only_) {
-    SSL* ssl = context_.new_ssl();
-    if (!ssl) return nullptr;
-    // On failure libevent frees `ssl` itself (BEV_OPT_CLOSE_ON_FREE).
-    bufferevent* bev = bufferevent_openssl_socket_new(base_, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                      BEV_OPT_CLOSE_ON_FREE);
-    // Clients (and evhttp's keep-alive closes) end without close_notify all the
-    // time; that is an EOF, not an error.
-    if (bev) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
-  }
-  return MixedConnection::create(*this);
-}
+bufferevent* Acceptor::new_connection() { return MixedConnection::create(*this); }
 
 bool Acceptor::can_release(bufferevent* bev) const {
   auto it = mixed_.find(bev);
@@ -794,7 +781,6 @@ void orphan_adopted() {
 }
 
 bool Acceptor::is_tls(bufferevent* bev) const {
-  if (bufferevent_openssl_get_ssl(bev)) return true;
   auto it = mixed_.find(bev);
   return it != mixed_.end() && it->second->is_tls();
 }

@@ -3,13 +3,14 @@
 // targets (TargetTlsContext). OpenSSL 3; libevent 2.1.12's bufferevent_openssl.
 //
 // Client connections, when TLS is configured:
-//  * --tls-only: an OpenSSL socket bufferevent (libevent does the TLS).
-//  * otherwise plain and TLS share the port: evhttp's bevcb sees neither the fd nor
-//    a byte (LIBEVENT-NOTES "TLS"), so it gets a filter bufferevent over the socket
-//    one; the filter looks at the first byte the client sends (0x16 = a TLS
-//    handshake record) and from then on either passes bytes through untouched or
-//    runs OpenSSL on them (tls.cpp, MixedConnection, says how and why writes
-//    bypass the socket bufferevent).
+//  plain and TLS share the port: evhttp's bevcb sees neither the fd nor a byte
+//  (LIBEVENT-NOTES "TLS"), so it gets a filter bufferevent over the socket one; the
+//  filter looks at the first byte the client sends (0x16 = a TLS handshake record)
+//  and from then on either passes bytes through untouched or runs OpenSSL on them
+//  (tls.cpp, MixedConnection, says how and why writes bypass the socket
+//  bufferevent). With --tls-only any other first byte closes the connection. (Not
+//  libevent's OpenSSL bufferevent: it reads 4096 bytes per call and its state
+//  cannot be taken out to move a connection to a worker thread.)
 // Without TLS configured none of this exists and evhttp gets a plain socket
 // bufferevent as before.
 #pragma once
@@ -116,6 +117,7 @@ class Acceptor {
 
   // --- for MixedConnection ---
   const TlsContext& context() const { return context_; }
+  bool tls_only() const { return tls_only_; }
   event_base* base() const { return base_; }
   void remember(bufferevent* filter, MixedConnection* c) { mixed_[filter] = c; }
   void forget(bufferevent* filter) { mixed_.erase(filter); }

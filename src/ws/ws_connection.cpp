@@ -1044,9 +1044,8 @@ void close_all_connections() {
 
 namespace {
 
-// Plain sockets move, and shared-port connections, plain or TLS, whose filter can
-// let go now (Server::can_detach); --tls-only connections (libevent's OpenSSL
-// bufferevent, whose state cannot be taken out) stay.
+// Plain sockets move, and TLS-port connections, plain or TLS, whose filter can
+// let go now (Server::can_detach).
 bool can_hand_off(tunnel::Manager& m, evhttp_request* req) {
   return m.server().can_detach(evhttp_request_get_connection(req));
 }

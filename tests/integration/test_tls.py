@@ -378,20 +378,21 @@ def test_wss_echo(pki, netwine, tcp_target, mode):
     assert n.stop() == 0
 
 
-@pytest.mark.parametrize("secure", [True, False])
-def test_shared_port_websockets_take_turns_between_threads(pki, netwine, tcp_target, secure):
+@pytest.mark.parametrize("mode,secure", [("mixed", True), ("mixed", False), ("tls-only", True)])
+def test_tls_port_websockets_take_turns_between_threads(pki, netwine, tcp_target, mode, secure):
     """Binary WebSockets on a shared port move to worker threads like plain-port
     ones (Server::detach_socket takes the filter's TLS session and the bytes it
     had not passed on): over TLS and on the plain side, each relays its own bytes,
     a frame sent along with the handshake (one record, or several) included."""
     echo = tcp_target("echo")
-    n = netwine(*tls_args(pki, "mixed"), "--target", echo.address, "--threads", "3", "--access-log", "")
+    n = netwine(*tls_args(pki, mode), "--target", echo.address, "--threads", "3", "--access-log", "")
     ctx = client_context(pki)
     wrap = (lambda s: ctx.wrap_socket(s, server_hostname="localhost")) if secure else None
     early = [pattern_bytes(3000 if i % 2 else 40000, seed=20 + i) for i in range(6)]
     conns = [RawWs(n.host, n.port, f"/netwine/ws?target={echo.address}", ["binary"], wrap=wrap,
                    send_with_handshake=encode_frame(OP_BINARY, early[i])) for i in range(6)]
-    with urllib.request.urlopen(f"http://{n.host}:{n.port}/netwine/status", timeout=10) as r:
+    status_url = f"{'https' if mode == 'tls-only' else 'http'}://localhost:{n.port}/netwine/status"
+    with urllib.request.urlopen(status_url, timeout=10, context=ctx) as r:
         threads = sorted(s["thread"] for s in json.load(r)["sessions"])
     assert threads == [0, 0, 1, 1, 2, 2]  # round robin over 3 loops
     payloads = [pattern_bytes(300_000 + i, seed=40 + i) for i in range(len(conns))]
