@@ -189,7 +189,8 @@ test.describe('through a proxy', () => {
       assert.strictEqual(kills, 2, 'connections were cut twice');
       const lost = rt.logs.filter((l) => /connection lost/.test(l));
       assert.ok(lost.length >= 1, 'the socket saw its connection drop and re-attached:\n' + rt.logs.join('\n'));
-      assert.deepStrictEqual(log.errors, []);
+      assert.deepStrictEqual(log.errors, [], 'the socket said:\n' + rt.logs.slice(-40).join('\n') +
+        '\nthe proxy saw:\n' + proxy.events.slice(-60).join('\n'));
       assert.strictEqual(rt.n, size);
       assert.strictEqual(rt.mismatch, -1, `first wrong byte at ${rt.mismatch}`);
       assert.strictEqual(rt.transport, t);

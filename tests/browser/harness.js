@@ -98,8 +98,11 @@ async function startProxy(upstreamPort) {
   };
   const agent = new http.Agent({keepAlive: true});
   const server = http.createServer((req, res) => {
+    const what = req.method + ' ' + req.url.replace(/\?.*/, '');
+    proxy.note(what);
     const up = http.request({host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url,
       headers: req.headers, agent}, (ures) => {
+      proxy.note(what + ' -> ' + ures.statusCode);
       ures.on('data', (d) => proxy.count(d.length));
       res.writeHead(ures.statusCode, ures.statusMessage, ures.headers);
       res.flushHeaders();
@@ -107,9 +110,14 @@ async function startProxy(upstreamPort) {
       ures.on('error', () => res.destroy());
     });
     up.on('socket', track);
-    up.on('error', () => res.destroy());
+    up.on('error', (e) => { proxy.note(what + ' upstream error ' + (e.code || e.message)); res.destroy(); });
     req.pipe(up);
-    res.on('close', () => { if (!res.writableFinished) up.destroy(); });
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        proxy.note(what + ' closed before its end');
+        up.destroy();
+      }
+    });
   });
   server.on('connection', track);
   server.on('upgrade', (req, socket, head) => {
@@ -138,6 +146,11 @@ async function startProxy(upstreamPort) {
     down: 0,          // bytes from netwine to the browser since cutAt() was set
     cuts: [],         // cut every connection when `down` passes each of these
     cutsDone: 0,
+    events: [],       // what the proxy saw lately (for a failing test's message)
+    note(text) {
+      this.events.push(Date.now() % 100000 + ' ' + text);
+      if (this.events.length > 200) this.events.shift();
+    },
     cutAt(...marks) {
       this.down = 0;
       this.cuts = marks.sort((a, b) => a - b);
@@ -148,6 +161,7 @@ async function startProxy(upstreamPort) {
       if (this.cuts.length && this.down >= this.cuts[0]) {
         this.cuts.shift();
         // Now, before this chunk is passed on: the response is cut mid-way.
+        this.note('cut every connection at ' + this.down + ' bytes down');
         if (this.killAll()) this.cutsDone++;
       }
     },
