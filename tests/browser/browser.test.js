@@ -77,8 +77,9 @@ for (const t of TRANSPORTS) {
     test('carries 4 MiB of binary both ways byte-exact', async () => {
       const page = await newPage(netwine.origin);
       const {log, rt} = await page.evaluate(({transports, target}) =>
-        T.roundTrip({target, transports}, 4 * 1024 * 1024, 7), {transports: forced(t), target: ECHO()});
-      assert.deepStrictEqual(log.errors, []);
+        T.roundTrip({target, transports, debug: true}, 4 * 1024 * 1024, 7), {transports: forced(t), target: ECHO()});
+      assert.deepStrictEqual(log.errors, [], 'the socket said:\n' + rt.logs.slice(-40).join('\n') +
+        '\nnetwine answered:\n' + netwine.accessTail(40));
       assert.strictEqual(rt.n, 4 * MIB);
       assert.strictEqual(rt.mismatch, -1, `first wrong byte at ${rt.mismatch}`);
       assert.strictEqual(rt.transport, expected(t));
@@ -190,7 +191,8 @@ test.describe('through a proxy', () => {
       const lost = rt.logs.filter((l) => /connection lost/.test(l));
       assert.ok(lost.length >= 1, 'the socket saw its connection drop and re-attached:\n' + rt.logs.join('\n'));
       assert.deepStrictEqual(log.errors, [], 'the socket said:\n' + rt.logs.slice(-40).join('\n') +
-        '\nthe proxy saw:\n' + proxy.events.slice(-60).join('\n'));
+        '\nthe proxy saw:\n' + proxy.events.slice(-60).join('\n') +
+        '\nnetwine answered:\n' + netwine.accessTail(40));
       assert.strictEqual(rt.n, size);
       assert.strictEqual(rt.mismatch, -1, `first wrong byte at ${rt.mismatch}`);
       assert.strictEqual(rt.transport, t);

@@ -49,7 +49,8 @@ async function startNetwine(extraArgs) {
   if (!fs.existsSync(bin)) throw new Error(`netwine binary not found at ${bin} (build first, or set NETWINE_BIN)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'netwine-browser-'));
   const portFile = path.join(dir, 'ports');
-  const args = ['--demo', '--listen', '127.0.0.1:0', '--port-file', portFile, '--access-log', '', '--drain-timeout', '2',
+  const accessLog = path.join(dir, 'access.log');  // read by failing tests' messages
+  const args = ['--demo', '--listen', '127.0.0.1:0', '--port-file', portFile, '--access-log', accessLog, '--drain-timeout', '2',
     '--log-level', 'warn', '--www', path.join(ROOT, 'www'), '--js-client', path.join(ROOT, 'js-client')].concat(extraArgs);
   const proc = spawn(bin, args, {stdio: ['ignore', 'ignore', 'pipe']});
   let stderr = '';
@@ -64,6 +65,14 @@ async function startNetwine(extraArgs) {
         origin: 'http://' + m[1],
         address: m[1],
         stderr: () => stderr,
+        // The last `n` lines of the access log (requests netwine finished answering).
+        accessTail: (n) => {
+          try {
+            return fs.readFileSync(accessLog, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
+          } catch (e) {
+            return '(no access log: ' + e.message + ')';
+          }
+        },
         // SIGTERM, then the exit status and output are checked: a clean drain exits
         // 0, and under the sanitizer build (tools/test.sh) any report, leaks at
         // exit included, fails the suite.
