@@ -168,7 +168,12 @@ class StreamTransport final : public Transport {
       }
     }
     if (is_open_) head += ok_line(s_->key());
-    if (!head.empty()) write(head);
+    // An attach starts with a frame even when nothing waits to be sent: Chrome's
+    // XMLHttpRequest reports no headers (readyState 2) before the first body byte,
+    // so a client re-attaching to a quiet session would never see the stream work
+    // (its close() waited on that until it timed out).
+    if (head.empty()) head = heartbeat_line();
+    write(head);
     arm_heartbeat();
   }
 

@@ -993,6 +993,26 @@ def test_poll_wait_expiry_is_empty_200(netwine, tcp_target):
     s.close()
 
 
+@pytest.mark.parametrize("framing", ["text", "binary"])
+def test_stream_attach_to_a_quiet_session_answers_a_frame_at_once(netwine, tcp_target, framing):
+    """Chrome's XMLHttpRequest shows a response only with its first body byte: an
+    attach with nothing to resend must still send something (H) at once, long before
+    the heartbeat interval, or the client cannot tell the stream works."""
+    t = tcp_target(Recorder())
+    n, c = start(netwine, t, extra=["--heartbeat-interval", "60"])
+    s = c.open(t.address, mode="none", framing=framing)
+    st = s.stream()
+    assert st.next_frame(5).type == "H"
+    s.send(b"then data")
+    got = b""
+    while got != b"then data":
+        f = st.next_frame(5)
+        assert f is not None and f.type == "D", f
+        got += f.new_bytes
+    st.kill()
+    s.close()
+
+
 def test_poll_takes_over_a_stream(netwine, tcp_target):
     t = tcp_target(Recorder())
     n, c = start(netwine, t)
