@@ -671,7 +671,10 @@ void Manager::handle_metrics(evhttp_request* req) {
     << "netwine_bulk_relays " << ws::BulkRelay::active() << "\n"
     << "# HELP netwine_bulk_loans_total Times a busy WebSocket (binary or netwine.v1) was lent to a thread of its own.\n"
     << "# TYPE netwine_bulk_loans_total counter\n"
-    << "netwine_bulk_loans_total " << ws::BulkRelay::loans() << "\n";
+    << "netwine_bulk_loans_total " << ws::BulkRelay::loans() << "\n"
+    << "# HELP netwine_bulk_spliced_bytes_total Target bytes a bulk thread moved to clients through a pipe (splice), never copied.\n"
+    << "# TYPE netwine_bulk_spliced_bytes_total counter\n"
+    << "netwine_bulk_spliced_bytes_total " << ws::BulkRelay::spliced() << "\n";
   http::send_text(req, 200, o.str(), "text/plain; version=0.0.4");
 }
 

@@ -1,6 +1,8 @@
 #include "ws/bulk_relay.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +45,7 @@ int64_t now_ms() {
 
 std::atomic<int> BulkRelay::active_{0};
 std::atomic<uint64_t> BulkRelay::loans_{0};
+std::atomic<uint64_t> BulkRelay::spliced_{0};
 
 const char* BulkRelay::describe(Why why) {
   switch (why) {
@@ -120,9 +123,11 @@ class BulkRelay::Feeder final : public Handler {
   }
   void on_ping(std::span<const uint8_t> payload) override {
     // RFC 6455 5.5.3. Frames in to_client are whole, so the Pong goes between messages.
+    // A spliced message still going out: after it (control_out()).
+    evbuffer* out = r_.control_out();
     uint8_t head[kMaxHeader];
-    evbuffer_add(r_.b_.to_client, head, encode_header(head, Opcode::Pong, true, payload.size(), nullptr));
-    if (!payload.empty()) evbuffer_add(r_.b_.to_client, payload.data(), payload.size());
+    evbuffer_add(out, head, encode_header(head, Opcode::Pong, true, payload.size(), nullptr));
+    if (!payload.empty()) evbuffer_add(out, payload.data(), payload.size());
   }
   void on_pong(std::span<const uint8_t>) override {}
   void on_close(std::optional<uint16_t> code, std::string_view) override {
@@ -186,6 +191,8 @@ BulkRelay::BulkRelay(evutil_socket_t client_fd, evutil_socket_t target_fd, Decod
 BulkRelay::~BulkRelay() {
   stop();
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  for (int fd : pipe_)
+    if (fd >= 0) ::close(fd);
   std::free(block_);
 }
 
@@ -221,6 +228,7 @@ void BulkRelay::run() {
   }
   // ... then what the loop queued before the loan goes out.
   frame_target_bytes();
+  if (!v1_) open_pipe();  // else (or if it fails) target bytes are read and copied
   if (ok && !(flush(b_.to_target, target_fd_) && flush(b_.to_client, client_fd_))) {
     result_.why = Why::SocketEnded;
     ok = false;
@@ -228,13 +236,12 @@ void BulkRelay::run() {
   window_start_ms_ = now_ms();
   while (ok) {
     size_t up_queued = evbuffer_get_length(b_.to_target);
-    size_t down_queued = evbuffer_get_length(b_.to_client);
+    size_t down_queued = evbuffer_get_length(b_.to_client) + pipe_left_;
+    // Splicing, the next message starts when the pipe is empty.
+    bool read_target_now = down_queued < limits_.to_client && target_room() > 0 && pipe_left_ == 0;
     pollfd p[3] = {
         {client_fd_, static_cast<short>((up_queued < limits_.to_target ? POLLIN : 0) | (down_queued ? POLLOUT : 0)), 0},
-        {target_fd_,
-         static_cast<short>((down_queued < limits_.to_client && target_room() > 0 ? POLLIN : 0) |
-                            (up_queued ? POLLOUT : 0)),
-         0},
+        {target_fd_, static_cast<short>((read_target_now ? POLLIN : 0) | (up_queued ? POLLOUT : 0)), 0},
         {wake_fd_, POLLIN, 0},
     };
     int n = ::poll(p, 3, limits_.idle_ms);
@@ -258,8 +265,8 @@ void BulkRelay::run() {
       break;
     }
     ack_upstream();
-    if ((p[1].revents & POLLIN) && !read_target()) break;
-    if (evbuffer_get_length(b_.to_client) && !flush(b_.to_client, client_fd_)) {
+    if ((p[1].revents & POLLIN) && !(pipe_[0] >= 0 ? splice_target() : read_target())) break;
+    if (!flush_client()) {
       result_.why = Why::SocketEnded;
       break;
     }
@@ -268,6 +275,7 @@ void BulkRelay::run() {
       break;
     }
   }
+  unsplice();
   if (!stopping_.load(std::memory_order_relaxed) && on_finished_) on_finished_();
 }
 
@@ -360,6 +368,85 @@ bool BulkRelay::read_target() {
   window_bytes_ += got;
   frame_target_bytes();
   return true;
+}
+
+// A pipe for splicing target bytes to the client, as large as one read. False
+// (and no splicing) if none could be made.
+bool BulkRelay::open_pipe() {
+  held_control_.reset(evbuffer_new());
+  if (!held_control_ || ::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) {
+    pipe_[0] = pipe_[1] = -1;
+    return false;
+  }
+  ::fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kReadBudget));  // else 64 KiB: smaller messages, still right
+  return true;
+}
+
+// Moves what the target sent into the pipe and queues the header of a binary
+// message of that many bytes. False (with result_ set) ends the loan.
+bool BulkRelay::splice_target() {
+  ssize_t got = ::splice(target_fd_, nullptr, pipe_[1], nullptr, kReadBudget, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  if (got < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+  if (got < 0 && errno == EINVAL) {
+    // This socket cannot be spliced: read and copy, for the rest of the loan.
+    ::close(pipe_[0]);
+    ::close(pipe_[1]);
+    pipe_[0] = pipe_[1] = -1;
+    return read_target();
+  }
+  if (got <= 0) {
+    result_.why = Why::SocketEnded;  // its end, or an error: the bufferevent reads it again
+    return false;
+  }
+  auto n = static_cast<size_t>(got);
+  uint8_t head[kMaxHeader];
+  if (evbuffer_add(b_.to_client, head, encode_header(head, Opcode::Binary, true, n, nullptr)) != 0)
+    return out_of_memory();  // the bytes stay in the pipe, dropped with it: the loop closes 1011
+  pipe_left_ = n;
+  counters_.down.fetch_add(n, std::memory_order_relaxed);
+  spliced_.fetch_add(n, std::memory_order_relaxed);
+  window_bytes_ += n;
+  return true;
+}
+
+// Writes what the client's socket takes now: the queue first, then the spliced
+// message's payload, then the control frames that waited for it. False on an
+// error other than "full".
+bool BulkRelay::flush_client() {
+  if (!flush(b_.to_client, client_fd_)) return false;
+  while (pipe_left_ > 0 && evbuffer_get_length(b_.to_client) == 0) {
+    ssize_t n = ::splice(pipe_[0], nullptr, client_fd_, nullptr, pipe_left_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    if (n == 0) return false;
+    pipe_left_ -= static_cast<size_t>(n);
+    if (pipe_left_ == 0) {
+      evbuffer_add_buffer(b_.to_client, held_control_.get());
+      return flush(b_.to_client, client_fd_);
+    }
+  }
+  return true;
+}
+
+// At the loan's end: the payload still in the pipe, then the control frames
+// that waited for it, go to the client's queue, so the loop finds whole frames.
+void BulkRelay::unsplice() {
+  while (pipe_left_ > 0) {
+    evbuffer_iovec v;
+    if (evbuffer_reserve_space(b_.to_client, static_cast<ev_ssize_t>(pipe_left_), &v, 1) != 1) break;
+    ssize_t n = ::read(pipe_[0], v.iov_base, std::min(v.iov_len, pipe_left_));
+    if (n <= 0) break;
+    v.iov_len = static_cast<size_t>(n);
+    evbuffer_commit_space(b_.to_client, &v, 1);
+    pipe_left_ -= static_cast<size_t>(n);
+  }
+  if (pipe_left_ > 0) {
+    // Out of memory with a message's header queued: its frame cannot be completed,
+    // so no client must read on. The loop finds the connection cut.
+    ::shutdown(client_fd_, SHUT_RDWR);
+    out_of_memory();
+    return;
+  }
+  if (held_control_) evbuffer_add_buffer(b_.to_client, held_control_.get());
 }
 
 // Every target byte read becomes part of a binary message at once, so the

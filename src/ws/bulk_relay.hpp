@@ -15,7 +15,17 @@
 // while session-buffer bytes are unacknowledged, as the loop does.
 //
 // The thread does only the bulk work: it unmasks client data into the target's
-// queue, frames target data into binary messages, and answers Pings. Everything
+// queue, frames target data into binary messages, and answers Pings.
+//
+// Downstream of a plain `binary` WebSocket needs no copy at all: server-to-client
+// frames are not masked, so the thread splice()s target bytes into a pipe, queues
+// the header of a message of that many bytes, and splice()s the pipe into the
+// client's socket (Linux moves page references; a relay that reads and writes, like
+// socat, copies each byte twice). Control frames made meanwhile wait for the end of
+// that message; when the loan ends, bytes still in the pipe are read back into the
+// client's queue, so the loop gets whole frames, as always. netwine.v1 keeps a
+// copy of what it sends (for resuming), so it reads as before; so does a
+// connection whose sockets splice() refuses. Everything
 // else ends the loan: a Close or a protocol error from the client, an end or an
 // error on either socket (left unread for the event loop's bufferevent to find),
 // no bytes for `idle_ms` (or too few in a second: a trickle does not keep a
@@ -37,6 +47,7 @@
 #include <event2/buffer.h>
 #include <event2/util.h>
 
+#include "event_handles.hpp"
 #include "tunnel/session.hpp"
 #include "ws/frame.hpp"
 #include "ws/v1.hpp"
@@ -106,6 +117,8 @@ class BulkRelay {
   static int active() { return active_.load(std::memory_order_relaxed); }
   // Threads started since the process began.
   static uint64_t loans() { return loans_.load(std::memory_order_relaxed); }
+  // Target bytes sent to clients through a pipe (splice()) since the process began.
+  static uint64_t spliced() { return spliced_.load(std::memory_order_relaxed); }
   // Takes one of `max` places, or returns false if all are taken.
   static bool reserve(int max);
   static void unreserve() { active_.fetch_sub(1, std::memory_order_relaxed); }
@@ -118,6 +131,11 @@ class BulkRelay {
   bool have_block();
   bool out_of_memory();  // sets result_ (1011 "out of memory"); returns false
   bool read_target();
+  bool splice_target();
+  bool open_pipe();
+  bool flush_client();
+  void unsplice();
+  evbuffer* control_out() { return pipe_left_ ? held_control_.get() : b_.to_client; }
   bool still_busy();
   bool flush(evbuffer* out, evutil_socket_t fd);
   void frame_target_bytes();
@@ -141,9 +159,16 @@ class BulkRelay {
   Result result_;
   int64_t window_start_ms_ = 0;  // the busy check's current second, and its bytes
   size_t window_bytes_ = 0;
+  // Splicing downstream: the pipe, how much of the current message's payload is
+  // still in it (its header is in to_client, ahead of it), and the control frames
+  // (Pongs) that wait for that message to end.
+  int pipe_[2] = {-1, -1};
+  size_t pipe_left_ = 0;
+  EvbufferPtr held_control_;
 
   static std::atomic<int> active_;
   static std::atomic<uint64_t> loans_;
+  static std::atomic<uint64_t> spliced_;
 };
 
 }  // namespace netwine::ws

@@ -278,6 +278,68 @@ def test_a_slow_reader_stops_the_thread_reading_the_target(netwine, tcp_target):
     assert in_order(bytes(got) + bytes(r.data))
 
 
+def test_a_lent_binary_downstream_is_spliced_and_arrives_whole(netwine, tcp_target):
+    # Server-to-client frames are unmasked: the thread moves target bytes through a
+    # pipe (splice) instead of copying them; the frames around them stay whole.
+    flood = Flood(limit=40 * MiB + 777)
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    r = Reader(ws)
+    r.join(60)
+    assert r.close == (1000, "target closed the connection")
+    assert len(r.data) == 40 * MiB + 777 and in_order(r.data)
+    spliced = metric(n, "netwine_bulk_spliced_bytes_total")
+    assert 8 * MiB < spliced <= 40 * MiB + 777, spliced
+
+
+def test_a_ping_while_a_spliced_message_is_half_sent_is_answered_after_it(netwine, tcp_target):
+    # The client stops reading, so a message's payload waits in the pipe behind its
+    # header (the loan lasts 0.25 s more); Pings now must be answered after that
+    # message, not inside it.
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    got = bytearray()
+    while len(got) < 8 * MiB:
+        got += ws.recv_message()[1]
+    pings = [b"behind the message %d" % i for i in range(8)]
+    for p in pings:
+        ws.send(OP_PING, p)
+    assert bulk_flags(n) == [True]
+    assert metric(n, "netwine_bulk_spliced_bytes_total") > 0
+    flood.stop.set()
+    r = Reader(ws)
+    assert wait_for(lambda: r.pongs == pings)
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(30)
+    assert r.error is None and r.close and r.close[0] == 1000
+    assert in_order(bytes(got) + bytes(r.data))
+
+
+def test_a_loan_ending_with_bytes_in_the_pipe_hands_them_to_the_loop(netwine, tcp_target):
+    # A stalled client: the loan ends (too few bytes a second) while a message's
+    # payload is still in the pipe; the loop must send the rest of that message.
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    got = bytearray()
+    while len(got) < 8 * MiB:
+        got += ws.recv_message()[1]
+    assert metric(n, "netwine_bulk_spliced_bytes_total") > 0
+    assert wait_for(lambda: bulk_flags(n) == [False], timeout=20), "the loan did not end"
+    flood.stop.set()
+    r = Reader(ws)
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(30)
+    assert r.error is None and r.close and r.close[0] == 1000
+    assert in_order(bytes(got) + bytes(r.data))
+
+
 @pytest.mark.parametrize("flags, lent", [
     ((), True),                        # BULK_AFTER: the flood is busy enough
     (("--bulk-threads", "0"), False),  # no threads: every WebSocket stays on its loop
@@ -531,6 +593,7 @@ def test_v1_a_busy_echo_is_lent_and_every_byte_comes_back_exactly_once(netwine, 
     assert bytes(x.received) == data  # offsets contiguous (V1Transfer checks), no byte lost or doubled
     assert x.up_acked == len(data)  # the thread acknowledged every upstream byte
     assert metric(n, "netwine_bulk_loans_total") >= 1
+    assert metric(n, "netwine_bulk_spliced_bytes_total") == 0  # v1 keeps a copy: read, not spliced
     ws.send(OP_CLOSE, close_payload(1000))
     assert ws.expect_close()[0] == 1000
 
