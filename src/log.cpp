@@ -69,6 +69,8 @@ void write(LogLevel level, const std::string& message) {
   std::fprintf(stderr, "%s netwine[%s] %s\n", timestamp().c_str(), level_name(level), message.c_str());
 }
 
+bool access_open() { return g_access != nullptr; }
+
 void access(std::string_view kind, const Record& r) {
   if (!g_access) return;
   std::string line;

@@ -71,6 +71,8 @@ struct Record {
 
 // Writes `record` of `kind` ("http" or "session") to the access log, if one is open.
 void access(std::string_view kind, const Record& record);
+// Whether an access log is open (so a caller can skip building a record).
+bool access_open();
 
 // A secret shortened for logs: the first 6 characters and an ellipsis.
 std::string redact_key(std::string_view key);

@@ -82,6 +82,10 @@ std::string peer_address(evhttp_request* req) {
 void log_request_done(evhttp_request* req, int status, uint64_t body_bytes) {
   double secs = 0;
   auto& table = start_times();
+  if (!log::access_open()) {  // --access-log '': no record to build (its address, path, time)
+    table.erase(req);
+    return;
+  }
   if (auto it = table.find(req); it != table.end()) {
     secs = std::chrono::duration<double>(Clock::now() - it->second).count();
     table.erase(it);

@@ -293,6 +293,33 @@ def test_a_lent_binary_downstream_is_spliced_and_arrives_whole(netwine, tcp_targ
     assert 8 * MiB < spliced <= 40 * MiB + 777, spliced
 
 
+@pytest.mark.parametrize("subprotocols", [["binary"], None])
+def test_a_spliced_flood_reaches_the_websockets_library_whole(netwine, tcp_target, subprotocols):
+    # The same path read by a client not written for this project (Python's
+    # websockets), with and without the binary subprotocol (websockify's default).
+    import asyncio
+    import websockets.client
+    total = 32 * MiB + 99
+    t = tcp_target(Flood(limit=total))
+    n = start(netwine, t)
+
+    async def read_all():
+        got = bytearray()
+        async with websockets.client.connect(f"ws://{n.host}:{n.port}{path_to(t)}", subprotocols=subprotocols,
+                                             max_size=None, ping_interval=None, compression=None) as ws:
+            try:
+                while True:
+                    m = await asyncio.wait_for(ws.recv(), 30)
+                    assert isinstance(m, bytes)
+                    got += m
+            except websockets.exceptions.ConnectionClosedOK as e:
+                return bytes(got), e.rcvd.code
+    data, code = asyncio.run(read_all())
+    assert code == 1000
+    assert len(data) == total and in_order(data)
+    assert metric(n, "netwine_bulk_spliced_bytes_total") > 8 * MiB
+
+
 def test_a_ping_while_a_spliced_message_is_half_sent_is_answered_after_it(netwine, tcp_target):
     # The client stops reading, so a message's payload waits in the pipe behind its
     # header (the loan lasts 0.25 s more); Pings now must be answered after that
