@@ -134,6 +134,32 @@ def lent_flood(netwine, tcp_target):
     return flood, n, ws, r
 
 
+def stalling_flood(netwine, tcp_target):
+    """A flood target, netwine, and a client with a small receive buffer that read
+    8 MiB (so the session is lent) and now reads no more: (flood, n, ws, got)."""
+    flood = Flood()
+    t = tcp_target(flood)
+    n = start(netwine, t)
+    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    got = bytearray()
+    while len(got) < 8 * MiB:
+        got += ws.recv_message()[1]
+    return flood, n, ws, got
+
+
+def read_on_and_close(flood, ws, got):
+    """Stops the flood, reads the rest, closes 1000; the Reader. Asserts every byte
+    arrived in order, `got` first."""
+    flood.stop.set()
+    r = Reader(ws)
+    ws.send(OP_CLOSE, close_payload(1000))
+    r.join(30)
+    assert r.error is None and r.close and r.close[0] == 1000
+    assert in_order(bytes(got) + bytes(r.data))
+    return r
+
+
 def echo_exactly(ws, data, piece=65536):
     """Sends `data` in messages of `piece` bytes from a thread while reading the echo
     here; True if every byte came back as sent."""
@@ -256,26 +282,13 @@ def test_the_targets_end_while_lent_delivers_every_byte_then_closes_1000(netwine
 
 
 def test_a_slow_reader_stops_the_thread_reading_the_target(netwine, tcp_target):
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    # Read 8 MiB so the session is lent, then stop reading.
-    got = bytearray()
-    while len(got) < 8 * MiB:
-        got += ws.recv_message()[1]
+    flood, n, ws, got = stalling_flood(netwine, tcp_target)
     base = n.rss_kib()
     assert wait_for(flood.stalled(quiet=0.5), timeout=20), "netwine kept reading the target"
     grown = n.rss_kib() - base
     assert grown < 24 * 1024, f"netwine grew by {grown} KiB with a stalled reader"
     # Reading again, every byte is there in order (the loan may have ended meanwhile).
-    flood.stop.set()
-    r = Reader(ws)
-    ws.send(OP_CLOSE, close_payload(1000))
-    r.join(30)
-    assert r.close and r.close[0] == 1000
-    assert in_order(bytes(got) + bytes(r.data))
+    read_on_and_close(flood, ws, got)
 
 
 def test_a_lent_binary_downstream_is_spliced_and_arrives_whole(netwine, tcp_target):
@@ -324,47 +337,23 @@ def test_a_ping_while_a_spliced_message_is_half_sent_is_answered_after_it(netwin
     # The client stops reading, so a message's payload waits in the pipe behind its
     # header (the loan lasts 0.25 s more); Pings now must be answered after that
     # message, not inside it.
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    got = bytearray()
-    while len(got) < 8 * MiB:
-        got += ws.recv_message()[1]
+    flood, n, ws, got = stalling_flood(netwine, tcp_target)
     pings = [b"behind the message %d" % i for i in range(8)]
     for p in pings:
         ws.send(OP_PING, p)
     assert bulk_flags(n) == [True]
     assert metric(n, "netwine_bulk_spliced_bytes_total") > 0
-    flood.stop.set()
-    r = Reader(ws)
-    assert wait_for(lambda: r.pongs == pings)
-    ws.send(OP_CLOSE, close_payload(1000))
-    r.join(30)
-    assert r.error is None and r.close and r.close[0] == 1000
-    assert in_order(bytes(got) + bytes(r.data))
+    r = read_on_and_close(flood, ws, got)
+    assert r.pongs == pings
 
 
 def test_a_loan_ending_with_bytes_in_the_pipe_hands_them_to_the_loop(netwine, tcp_target):
     # A stalled client: the loan ends (too few bytes a second) while a message's
     # payload is still in the pipe; the loop must send the rest of that message.
-    flood = Flood()
-    t = tcp_target(flood)
-    n = start(netwine, t)
-    ws = RawWs(n.host, n.port, path_to(t), ["binary"])
-    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    got = bytearray()
-    while len(got) < 8 * MiB:
-        got += ws.recv_message()[1]
+    flood, n, ws, got = stalling_flood(netwine, tcp_target)
     assert metric(n, "netwine_bulk_spliced_bytes_total") > 0
     assert wait_for(lambda: bulk_flags(n) == [False], timeout=20), "the loan did not end"
-    flood.stop.set()
-    r = Reader(ws)
-    ws.send(OP_CLOSE, close_payload(1000))
-    r.join(30)
-    assert r.error is None and r.close and r.close[0] == 1000
-    assert in_order(bytes(got) + bytes(r.data))
+    read_on_and_close(flood, ws, got)
 
 
 @pytest.mark.parametrize("flags, lent", [
