@@ -15,7 +15,8 @@
 // while session-buffer bytes are unacknowledged, as the loop does.
 //
 // The thread does only the bulk work: it unmasks client data into the target's
-// queue, frames target data into binary messages, and answers Pings.
+// queue, frames target data into binary messages, and answers Pings (everything
+// else ends the loan: below).
 //
 // Downstream of a plain `binary` WebSocket needs no copy at all: server-to-client
 // frames are not masked, so the thread splice()s target bytes into a pipe, queues
@@ -25,8 +26,9 @@
 // that message; when the loan ends, bytes still in the pipe are read back into the
 // client's queue, so the loop gets whole frames, as always. netwine.v1 keeps a
 // copy of what it sends (for resuming), so it reads as before; so does a
-// connection whose sockets splice() refuses. Everything
-// else ends the loan: a Close or a protocol error from the client, an end or an
+// connection whose sockets splice() refuses.
+//
+// What ends the loan: a Close or a protocol error from the client, an end or an
 // error on either socket (left unread for the event loop's bufferevent to find),
 // no bytes for `idle_ms` (or too few in a second: a trickle does not keep a
 // place that a busy connection could use), or stop() from the loop. The loop then takes the
