@@ -197,8 +197,13 @@ BulkRelay::~BulkRelay() {
 }
 
 bool BulkRelay::start() {
+  // Descriptors are made here, on the loop's thread, and closed by the destructor
+  // there too: libevent applies an epoll_ctl() for a socket it just closed at its
+  // next dispatch, and a number reused meanwhile by another thread is a race
+  // (harmless, ENOENT, but ThreadSanitizer rightly reports it).
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) return false;
+  if (!v1_) open_pipe();  // else (or if it fails) target bytes are read and copied
   try {
     thread_ = std::thread([this] { run(); });
   } catch (const std::system_error&) {
@@ -228,7 +233,6 @@ void BulkRelay::run() {
   }
   // ... then what the loop queued before the loan goes out.
   frame_target_bytes();
-  if (!v1_) open_pipe();  // else (or if it fails) target bytes are read and copied
   if (ok && !(flush(b_.to_target, target_fd_) && flush(b_.to_client, client_fd_))) {
     result_.why = Why::SocketEnded;
     ok = false;
@@ -265,7 +269,7 @@ void BulkRelay::run() {
       break;
     }
     ack_upstream();
-    if ((p[1].revents & POLLIN) && !(pipe_[0] >= 0 ? splice_target() : read_target())) break;
+    if ((p[1].revents & POLLIN) && !(splicing_ ? splice_target() : read_target())) break;
     if (!flush_client()) {
       result_.why = Why::SocketEnded;
       break;
@@ -379,6 +383,7 @@ bool BulkRelay::open_pipe() {
     return false;
   }
   ::fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kReadBudget));  // else 64 KiB: smaller messages, still right
+  splicing_ = true;
   return true;
 }
 
@@ -388,10 +393,9 @@ bool BulkRelay::splice_target() {
   ssize_t got = ::splice(target_fd_, nullptr, pipe_[1], nullptr, kReadBudget, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
   if (got < 0 && (errno == EAGAIN || errno == EINTR)) return true;
   if (got < 0 && errno == EINVAL) {
-    // This socket cannot be spliced: read and copy, for the rest of the loan.
-    ::close(pipe_[0]);
-    ::close(pipe_[1]);
-    pipe_[0] = pipe_[1] = -1;
+    // This socket cannot be spliced: read and copy, for the rest of the loan
+    // (the empty pipe is closed with the relay, on the loop's thread).
+    splicing_ = false;
     return read_target();
   }
   if (got <= 0) {

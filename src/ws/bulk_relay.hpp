@@ -165,6 +165,7 @@ class BulkRelay {
   // still in it (its header is in to_client, ahead of it), and the control frames
   // (Pongs) that wait for that message to end.
   int pipe_[2] = {-1, -1};
+  bool splicing_ = false;  // the pipe is there and splice() works on these sockets
   size_t pipe_left_ = 0;
   EvbufferPtr held_control_;
 
