@@ -198,9 +198,9 @@ BulkRelay::~BulkRelay() {
 
 bool BulkRelay::start() {
   // Descriptors are made here, on the loop's thread, and closed by the destructor
-  // there too: libevent applies an epoll_ctl() for a socket it just closed at its
-  // next dispatch, and a number reused meanwhile by another thread is a race
-  // (harmless, ENOENT, but ThreadSanitizer rightly reports it).
+  // there too: ThreadSanitizer saw the loop's libevent call epoll_ctl() with the
+  // number of a socket the loop had just closed while the relay thread's pipe2()
+  // reused that number (harmless for the kernel, but an unsynchronised reuse).
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) return false;
   if (!v1_) open_pipe();  // else (or if it fails) target bytes are read and copied
