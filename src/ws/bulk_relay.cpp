@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,9 @@ constexpr size_t kMaxDataMessage = 256 * 1024;
 // keeping up. Less, or behind queued bytes, is copied and the block read into again,
 // so a slow target holds at most one block beyond its queue's bytes.
 constexpr size_t kHandOverMin = 32 * 1024;
+// Chains of the client's queue sent in one sendmsg() ahead of a spliced payload
+// (what is left goes on the next POLLOUT; the queue is mostly a header or two).
+constexpr int kFlushIovecs = 64;
 
 void free_block(const void* data, size_t, void*) { std::free(const_cast<void*>(data)); }
 
@@ -374,17 +378,18 @@ bool BulkRelay::read_target() {
   return true;
 }
 
-// A pipe for splicing target bytes to the client, as large as one read. False
-// (and no splicing) if none could be made.
-bool BulkRelay::open_pipe() {
-  held_control_.reset(evbuffer_new());
-  if (!held_control_ || ::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) {
+// A pipe for splicing target bytes to the client, as large as one read, and the
+// queue for control frames that wait for a spliced message. If either cannot be
+// made, target bytes are read and copied instead.
+void BulkRelay::open_pipe() {
+  if (::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) {
     pipe_[0] = pipe_[1] = -1;
-    return false;
+    return;
   }
+  held_control_.reset(evbuffer_new());
+  if (!held_control_) return;  // the pipe stays unused; the destructor closes it
   ::fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kReadBudget));  // else 64 KiB: smaller messages, still right
   splicing_ = true;
-  return true;
 }
 
 // Moves what the target sent into the pipe and queues the header of a binary
@@ -417,7 +422,7 @@ bool BulkRelay::splice_target() {
 // message's payload, then the control frames that waited for it. False on an
 // error other than "full".
 bool BulkRelay::flush_client() {
-  if (!flush(b_.to_client, client_fd_)) return false;
+  if (!flush(b_.to_client, client_fd_, /*more=*/pipe_left_ > 0)) return false;
   while (pipe_left_ > 0 && evbuffer_get_length(b_.to_client) == 0) {
     ssize_t n = ::splice(pipe_[0], nullptr, client_fd_, nullptr, pipe_left_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
@@ -494,10 +499,27 @@ size_t BulkRelay::target_room() const {
 }
 
 // Writes what the socket takes now. False on an error other than "full".
-bool BulkRelay::flush(evbuffer* out, evutil_socket_t fd) {
+bool BulkRelay::flush(evbuffer* out, evutil_socket_t fd, bool more) {
   if (evbuffer_get_length(out) == 0) return true;
-  int n = evbuffer_write(out, fd);
-  return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+  if (!more) {
+    int n = evbuffer_write(out, fd);
+    return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+  }
+  // A spliced message's payload follows: MSG_MORE lets the kernel put the header
+  // in the payload's first segment instead of a small segment of its own (the
+  // splice, without SPLICE_F_MORE, pushes them out).
+  evbuffer_iovec v[kFlushIovecs];
+  int chains = evbuffer_peek(out, -1, nullptr, v, kFlushIovecs);
+  iovec iov[kFlushIovecs];
+  int k = std::min(chains, kFlushIovecs);
+  for (int i = 0; i < k; ++i) iov[i] = {v[i].iov_base, v[i].iov_len};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = static_cast<size_t>(k);
+  ssize_t n = ::sendmsg(fd, &m, MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+  evbuffer_drain(out, static_cast<size_t>(n));
+  return true;
 }
 
 }  // namespace netwine::ws

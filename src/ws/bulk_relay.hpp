@@ -134,12 +134,12 @@ class BulkRelay {
   bool out_of_memory();  // sets result_ (1011 "out of memory"); returns false
   bool read_target();
   bool splice_target();
-  bool open_pipe();
+  void open_pipe();
   bool flush_client();
   void unsplice();
   evbuffer* control_out() { return pipe_left_ ? held_control_.get() : b_.to_client; }
   bool still_busy();
-  bool flush(evbuffer* out, evutil_socket_t fd);
+  bool flush(evbuffer* out, evutil_socket_t fd, bool more = false);
   void frame_target_bytes();
   size_t target_room() const;
   void ack_upstream();
