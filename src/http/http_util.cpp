@@ -1,7 +1,9 @@
 #include "http/http_util.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <unordered_map>
 
 #include <event2/buffer.h>
@@ -13,6 +15,8 @@
 
 namespace netwine::http {
 namespace {
+
+char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 using Clock = std::chrono::steady_clock;
 
@@ -209,21 +213,34 @@ const char* reason_phrase(int status) {
   return "Unknown";
 }
 
+std::optional<std::string> query_value(std::string_view query, std::string_view name) {
+  std::optional<std::string_view> raw;
+  size_t pos = 0;
+  while (pos < query.size()) {
+    size_t amp = query.find('&', pos);
+    std::string_view arg = query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
+    pos = amp == std::string_view::npos ? query.size() : amp + 1;
+    size_t eq = arg.find('=');
+    if (eq == std::string_view::npos || eq == 0) return std::nullopt;  // evhttp refuses the whole query
+    std::string_view key = arg.substr(0, eq);
+    if (!raw && key.size() == name.size() &&
+        std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) { return ascii_lower(a) == ascii_lower(b); }))
+      raw = arg.substr(eq + 1);
+  }
+  if (!raw) return std::nullopt;
+  std::string value(*raw);
+  char* decoded = evhttp_uridecode(value.c_str(), /*decode_plus=*/1, nullptr);
+  if (!decoded) return std::nullopt;
+  std::string out(decoded);  // as evhttp's table held it: a C string, cut at a decoded NUL
+  std::free(decoded);
+  return out;
+}
+
 std::optional<std::string> query_param(evhttp_request* req, const char* name) {
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
   const char* query = uri ? evhttp_uri_get_query(uri) : nullptr;
   if (!query) return std::nullopt;
-  evkeyvalq params;
-  params.tqh_first = nullptr;
-  params.tqh_last = &params.tqh_first;
-  if (evhttp_parse_query_str(query, &params) != 0) {
-    evhttp_clear_headers(&params);
-    return std::nullopt;
-  }
-  std::optional<std::string> out;
-  if (const char* v = evhttp_find_header(&params, name)) out = v;
-  evhttp_clear_headers(&params);
-  return out;
+  return query_value(query, name);
 }
 
 const char* request_header(evhttp_request* req, const char* name) {

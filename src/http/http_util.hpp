@@ -52,6 +52,14 @@ const char* reason_phrase(int status);
 // nullopt when absent.
 std::optional<std::string> query_param(evhttp_request* req, const char* name);
 
+// The same for a raw query string ("a=1&b=x%20y"), with evhttp's rules exactly
+// (evhttp_parse_query_str, then evhttp_find_header): the name is matched without
+// regard to ASCII case, the first match wins, '+' and %XX are decoded, and a query
+// with a part that has no '=' or an empty name has no values at all. It scans the
+// string where evhttp would build a table of every parameter for each lookup (three
+// or four per long-poll request).
+std::optional<std::string> query_value(std::string_view query, std::string_view name);
+
 // The TCP peer address of the request's connection ("-" when gone).
 std::string peer_address(evhttp_request* req);
 

@@ -298,14 +298,22 @@ bool Manager::handle_foreign_upgrade(evhttp_request* req) {
 // ------------------------------------------------------------ access control
 
 std::string Manager::client_address(evhttp_request* req) const {
-  std::string peer = http::peer_address(req);
-  auto ip = access::IpAddress::parse(peer);
+  auto ip = client_ip(req);
+  return ip ? ip->to_string() : http::peer_address(req);
+}
+
+std::optional<access::IpAddress> Manager::client_ip(evhttp_request* req) const {
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  char* peer = nullptr;
+  ev_uint16_t port = 0;
+  if (conn) evhttp_connection_get_peer(conn, &peer, &port);
+  auto ip = peer ? access::IpAddress::parse(peer) : std::nullopt;
   auto trusted = [&](const access::IpAddress& a) {
     for (const auto& c : trusted_proxies_)
       if (c.contains(a)) return true;
     return false;
   };
-  if (!ip || trusted_proxies_.empty() || !trusted(*ip)) return ip ? ip->to_string() : peer;
+  if (!ip || trusted_proxies_.empty() || !trusted(*ip)) return ip;
   // From a trusted proxy: walk X-Forwarded-For from the right, skipping our own
   // proxies; the first address not trusted is the client.
   std::vector<std::string> hops;
@@ -334,21 +342,20 @@ std::string Manager::client_address(evhttp_request* req) const {
   for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
     auto hop = access::IpAddress::parse(*it);
     if (!hop) break;  // garbage: believe nothing further left
-    if (!trusted(*hop)) return hop->to_string();
+    if (!trusted(*hop)) return hop;
   }
-  return ip->to_string();
+  return ip;
 }
 
 bool Manager::client_allowed(evhttp_request* req, OpenError& error) const {
-  std::string client = client_address(req);
-  auto ip = access::IpAddress::parse(client);
+  auto ip = client_ip(req);
   if (!ip) {
     error = {403, "client_not_allowed", "client address unknown"};
     return false;
   }
   auto d = allowed_->check_address(*ip);
   if (!d.allowed) {
-    error = {403, "client_not_allowed", "client " + client + " is not allowed: " + d.reason};
+    error = {403, "client_not_allowed", "client " + ip->to_string() + " is not allowed: " + d.reason};
     return false;
   }
   const char* origin = http::request_header(req, "Origin");
@@ -374,7 +381,7 @@ void Manager::add_cors(evhttp_request* req) const {
 }
 
 bool Manager::admin_allowed(evhttp_request* req) const {
-  auto ip = access::IpAddress::parse(client_address(req));
+  auto ip = client_ip(req);
   if (!ip) return false;
   for (const auto& c : admin_allow_)
     if (c.contains(*ip)) return true;

@@ -121,6 +121,9 @@ class Manager {
 
   // Who the client is: the peer address, or the forwarded one from a trusted proxy.
   std::string client_address(evhttp_request* req) const;
+  // The same as an address, for the access checks every tunnel request makes (no
+  // text in between); nullopt when the peer's address is not an IP address.
+  std::optional<access::IpAddress> client_ip(evhttp_request* req) const;
   // Opens a session to `requested` for `req`'s client; calls `done` with the session,
   // or with an HTTP status, error code and message. Access checks happen here.
   struct OpenError {
