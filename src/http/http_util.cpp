@@ -1,6 +1,5 @@
 #include "http/http_util.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,12 +10,11 @@
 #include <event2/keyvalq_struct.h>
 #include <nlohmann/json.hpp>
 
+#include "http/ascii.hpp"
 #include "log.hpp"
 
 namespace netwine::http {
 namespace {
-
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 using Clock = std::chrono::steady_clock;
 
@@ -222,10 +220,7 @@ std::optional<std::string> query_value(std::string_view query, std::string_view 
     pos = amp == std::string_view::npos ? query.size() : amp + 1;
     size_t eq = arg.find('=');
     if (eq == std::string_view::npos || eq == 0) return std::nullopt;  // evhttp refuses the whole query
-    std::string_view key = arg.substr(0, eq);
-    if (!raw && key.size() == name.size() &&
-        std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) { return ascii_lower(a) == ascii_lower(b); }))
-      raw = arg.substr(eq + 1);
+    if (!raw && iequals(arg.substr(0, eq), name)) raw = arg.substr(eq + 1);
   }
   if (!raw) return std::nullopt;
   std::string value(*raw);

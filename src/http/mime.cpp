@@ -1,5 +1,7 @@
 #include "http/mime.hpp"
 
+#include "http/ascii.hpp"
+
 #include <array>
 
 namespace netwine::http {
@@ -44,16 +46,6 @@ constexpr std::array kTable{
 };
 
 constexpr std::string_view kTypeScriptDeclarations = "text/plain; charset=utf-8";
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 bool iends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && iequals(s.substr(s.size() - suffix.size()), suffix);

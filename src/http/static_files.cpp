@@ -21,6 +21,7 @@
 #include <event2/http.h>
 
 #include "event_handles.hpp"
+#include "http/ascii.hpp"
 #include "http/http_util.hpp"
 #include "http/mime.hpp"
 
@@ -48,15 +49,6 @@ std::string_view trim_ows(std::string_view s) {
   return s.substr(b, e - b + 1);
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const auto la = static_cast<char>(a[i] >= 'A' && a[i] <= 'Z' ? a[i] - 'A' + 'a' : a[i]);
-    const auto lb = static_cast<char>(b[i] >= 'A' && b[i] <= 'Z' ? b[i] - 'A' + 'a' : b[i]);
-    if (la != lb) return false;
-  }
-  return true;
-}
 
 void append_padded(std::string& out, unsigned value, int width) {
   char buf[16];
