@@ -19,6 +19,8 @@
 #include <system_error>
 #include <utility>
 
+#include "ascii.hpp"
+
 namespace netwine::access {
 namespace {
 
@@ -37,20 +39,6 @@ bool is_space(char c) {
 }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-char to_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = to_lower(c);
-  return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(),
-                    [](char x, char y) { return to_lower(x) == to_lower(y); });
-}
-
 bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
 }
@@ -104,7 +92,7 @@ std::string in_quotes(std::string_view s) { return "'" + shown(s) + "'"; }
 // Lower case, one trailing dot removed: the form host names are compared in.
 std::string fold_host(std::string_view s) {
   if (!s.empty() && s.back() == '.') s.remove_suffix(1);
-  return lower(s);
+  return ascii_lowered(s);
 }
 
 // A syntactically valid DNS host name, folded; nullopt otherwise. Labels are
@@ -130,7 +118,7 @@ std::optional<std::string> valid_host_name(std::string_view s) {
     start = dot + 1;
   }
   if (all_digits(last)) return std::nullopt;
-  return lower(s);
+  return ascii_lowered(s);
 }
 
 bool looks_numeric(std::string_view s) {
@@ -265,7 +253,7 @@ std::variant<OriginParts, std::string> parse_origin(std::string_view s, bool all
     return malformed;
   }
   OriginParts o;
-  o.scheme = lower(scheme);
+  o.scheme = ascii_lowered(scheme);
   std::string_view auth = s.substr(sep + 3);
   if (auth.find_first_of("/?#") != std::string_view::npos) {
     return "origin " + in_quotes(s) + " must not have a path: write scheme://host[:port]";
@@ -455,7 +443,7 @@ struct AllowedLineParser {
       action = iequals(w[0], "deny") ? Action::Deny : Action::Allow;
       i = 1;
       if (w.size() == 1) {
-        return "'" + lower(w[0]) +
+        return "'" + ascii_lowered(w[0]) +
                "' needs an address, CIDR range, host name, '*' or 'origin ORIGIN'";
       }
     }
@@ -669,7 +657,7 @@ struct TargetLineParser {
       }
       return Scheme::Tcp;
     }
-    const std::string scheme = lower(spec.substr(0, sep));
+    const std::string scheme = ascii_lowered(spec.substr(0, sep));
     if (scheme == "udp") return std::string("udp:// targets are not supported yet");
     if (scheme != "tcp" && scheme != "tls") {
       return "unknown scheme " + in_quotes(scheme + "://") + " (supported: tcp://, tls://)";
@@ -885,7 +873,7 @@ struct TargetLineParser {
     const std::vector<std::string_view> w = split_words(line);
     if (iequals(w[0], "allow") || iequals(w[0], "deny")) {
       const Action action = iequals(w[0], "deny") ? Action::Deny : Action::Allow;
-      if (w.size() == 1) return "'" + lower(w[0]) + "' needs HOST:PORT";
+      if (w.size() == 1) return "'" + ascii_lowered(w[0]) + "' needs HOST:PORT";
       if (w.size() > 2) {
         return "unexpected " + in_quotes(w[2]) + " after " + in_quotes(w[1]) +
                " (no spaces inside a rule; lists are comma-separated)";

@@ -10,7 +10,7 @@
 #include <event2/keyvalq_struct.h>
 #include <nlohmann/json.hpp>
 
-#include "http/ascii.hpp"
+#include "ascii.hpp"
 #include "log.hpp"
 
 namespace netwine::http {

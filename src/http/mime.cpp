@@ -1,6 +1,6 @@
 #include "http/mime.hpp"
 
-#include "http/ascii.hpp"
+#include "ascii.hpp"
 
 #include <array>
 

@@ -21,7 +21,7 @@
 #include <event2/http.h>
 
 #include "event_handles.hpp"
-#include "http/ascii.hpp"
+#include "ascii.hpp"
 #include "http/http_util.hpp"
 #include "http/mime.hpp"
 
