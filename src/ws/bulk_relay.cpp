@@ -33,9 +33,9 @@ constexpr size_t kMaxDataMessage = 256 * 1024;
 // keeping up. Less, or behind queued bytes, is copied and the block read into again,
 // so a slow target holds at most one block beyond its queue's bytes.
 constexpr size_t kHandOverMin = 32 * 1024;
-// Chains of the client's queue sent in one sendmsg() ahead of a spliced payload
-// (what is left goes on the next POLLOUT; the queue is mostly a header or two).
-constexpr int kFlushIovecs = 64;
+// Chains of a queue written in one sendmsg(), as many as evbuffer_write() took
+// (libevent's NUM_WRITE_IOVEC); what is left goes on the next POLLOUT.
+constexpr int kFlushIovecs = 128;
 
 void free_block(const void* data, size_t, void*) { std::free(const_cast<void*>(data)); }
 
@@ -498,25 +498,22 @@ size_t BulkRelay::target_room() const {
   return held < v1_->keep_limit ? v1_->keep_limit - held : 0;
 }
 
-// Writes what the socket takes now. False on an error other than "full".
+// Writes what the socket takes now, in one sendmsg(): up to kFlushIovecs
+// chains of the queue. With `more`, a spliced message's payload follows:
+// MSG_MORE lets the kernel put the header in the payload's first segment instead
+// of a small segment of its own (the splice, without SPLICE_F_MORE, pushes them
+// out). False on an error other than "full".
 bool BulkRelay::flush(evbuffer* out, evutil_socket_t fd, bool more) {
-  if (evbuffer_get_length(out) == 0) return true;
-  if (!more) {
-    int n = evbuffer_write(out, fd);
-    return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-  }
-  // A spliced message's payload follows: MSG_MORE lets the kernel put the header
-  // in the payload's first segment instead of a small segment of its own (the
-  // splice, without SPLICE_F_MORE, pushes them out).
   evbuffer_iovec v[kFlushIovecs];
   int chains = evbuffer_peek(out, -1, nullptr, v, kFlushIovecs);
+  if (chains <= 0) return true;
   iovec iov[kFlushIovecs];
   int k = std::min(chains, kFlushIovecs);
   for (int i = 0; i < k; ++i) iov[i] = {v[i].iov_base, v[i].iov_len};
   msghdr m{};
   m.msg_iov = iov;
   m.msg_iovlen = static_cast<size_t>(k);
-  ssize_t n = ::sendmsg(fd, &m, MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL);
+  ssize_t n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
   if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
   evbuffer_drain(out, static_cast<size_t>(n));
   return true;
