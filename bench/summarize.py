@@ -6,7 +6,10 @@ Usage: summarize.py results.txt [--meta meta.txt]
 Each cell is the median over reps with the [min-max] range. Ratios are
 netwine / socat, netwine / websockify and netwine / ref-epoll of the medians:
 above 1 is better for throughput and rates, below 1 is better for latency and
-memory (the row says). ref-epoll and ref-threads are bench/refrelay.c, the
+memory (the row says). "netwine/socat per rep" pairs the two within each rep
+(run.sh runs every target once per rep, minutes apart at most) and gives the
+median [min-max] of those ratios: a host that drifts between reps moves both
+sides of a pair together, so this is the steadier estimate of the two. ref-epoll and ref-threads are bench/refrelay.c, the
 floor of a relay's structure on this machine (docs/PERFORMANCE.md); netwine-1t
 is netwine with --threads 1 (with it, a netwine-1t / socat column); netwine-loop is
 netwine with --bulk-threads 0 (with it, a netwine-loop / socat column); netwine-b is
@@ -58,8 +61,23 @@ NETWINE_ONLY = [
 ]
 
 
+class Results(defaultdict):
+    """(target, test, key) -> [values, in file order]; .by_rep[(target, test, key)]
+    -> {rep: value} for pairing targets within a rep."""
+
+    def __init__(self):
+        super().__init__(list)
+        self.by_rep = defaultdict(dict)
+        self.rep = None  # the rep of the line being parsed
+
+    def add(self, key, value):
+        self[key].append(value)
+        if self.rep is not None:
+            self.by_rep[key][self.rep] = value
+
+
 def parse(path):
-    data = defaultdict(list)  # (target, test, key) -> [values]
+    data = Results()
     errors = defaultdict(int)
     with open(path) as f:
         for line in f:
@@ -68,22 +86,23 @@ def parse(path):
             if kv.get("rc") != "0" or kv.get("ok") != "1":
                 errors[(t, test)] += 1
                 continue
+            data.rep = kv.get("rep")
             for k, v in kv.items():
                 try:
-                    data[(t, test, k)].append(float(v))
+                    data.add((t, test, k), float(v))
                 except ValueError:
                     pass
             if "server_cpu_s" in kv and "bytes" in kv and float(kv["bytes"]) > 0:
-                data[(t, test, "cpu_s_per_gb")].append(float(kv["server_cpu_s"]) / (float(kv["bytes"]) / 1e9))
+                data.add((t, test, "cpu_s_per_gb"), float(kv["server_cpu_s"]) / (float(kv["bytes"]) / 1e9))
             # Loopback TCP work (segmenting, delivery, ACKs) runs in whichever process's
             # system call or softirq triggers it, so it moves between client, bridge and
             # target with timing; the sum over all three is what relaying a GB costs the
             # machine. For raw (no bridge) it is the client and target alone.
             if "client_cpu_s" in kv and "target_cpu_s" in kv and float(kv.get("bytes", 0)) > 0:
                 total = sum(float(kv.get(k, 0)) for k in ("client_cpu_s", "server_cpu_s", "target_cpu_s"))
-                data[(t, test, "all_cpu_s_per_gb")].append(total / (float(kv["bytes"]) / 1e9))
+                data.add((t, test, "all_cpu_s_per_gb"), total / (float(kv["bytes"]) / 1e9))
             if kv.get("tcp_out_segs", "").isdigit() and float(kv.get("bytes", 0)) > 0:
-                data[(t, test, "segs_per_mb")].append(int(kv["tcp_out_segs"]) / (float(kv["bytes"]) / 1e6))
+                data.add((t, test, "segs_per_mb"), int(kv["tcp_out_segs"]) / (float(kv["bytes"]) / 1e6))
     return data, errors
 
 
@@ -118,6 +137,16 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def paired(data, a, b, test, key):
+    """a / b within each rep that has both: median [min-max] of those ratios."""
+    ra, rb = data.by_rep.get((a, test, key), {}), data.by_rep.get((b, test, key), {})
+    r = [ra[k] / rb[k] for k in ra if k in rb and rb[k] != 0]
+    if not r:
+        return "-"
+    m = statistics.median(r)
+    return f"{m:.2f}" if len(r) == 1 else f"{m:.2f} [{min(r):.2f}-{max(r):.2f}]"
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__)
@@ -129,7 +158,7 @@ def main():
                 print("    " + line.rstrip())
         print()
     present = [t for t in TARGETS if any(k[0] == t for k in data)]
-    head = ["metric", "better"] + present + ["netwine/socat", "netwine/websockify"]
+    head = ["metric", "better"] + present + ["netwine/socat", "netwine/socat per rep", "netwine/websockify"]
     with_ref = "ref-epoll" in present
     if with_ref:
         head.append("netwine/ref-epoll")
@@ -150,6 +179,7 @@ def main():
             continue
         n = med(data, "netwine", test, key)
         row = [label, better] + cells + [ratio(n, med(data, "socat", test, key)),
+                                         paired(data, "netwine", "socat", test, key),
                                          ratio(n, med(data, "websockify", test, key))]
         if with_ref:
             row.append(ratio(n, med(data, "ref-epoll", test, key)))
@@ -163,8 +193,8 @@ def main():
         print("| " + " | ".join(row) + " |")
     tls_present = [t for t in TLS_TARGETS if any(k[0] == t for k in data)]
     if tls_present:
-        head = ["over TLS", "better"] + tls_present + ["netwine-tls/socat-tls", "netwine-tls/websockify-tls",
-                                                       "netwine-mixed/netwine"]
+        head = ["over TLS", "better"] + tls_present + ["netwine-tls/socat-tls", "netwine-tls/socat-tls per rep",
+                                                       "netwine-tls/websockify-tls", "netwine-mixed/netwine"]
         print()
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
@@ -176,6 +206,7 @@ def main():
                 continue
             n = med(data, "netwine-tls", test, key)
             row = [label, better] + cells + [ratio(n, med(data, "socat-tls", test, key)),
+                                             paired(data, "netwine-tls", "socat-tls", test, key),
                                              ratio(n, med(data, "websockify-tls", test, key)),
                                              ratio(med(data, "netwine-mixed", test, key), med(data, "netwine", test, key))]
             print("| " + " | ".join(row) + " |")

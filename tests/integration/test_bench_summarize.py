@@ -1,0 +1,63 @@
+"""bench/summarize.py, which turns bench/run.sh's result lines into the README's
+table: its ratios are what the targets are judged by."""
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SUMMARIZE = ROOT / "bench" / "summarize.py"
+
+
+def line(rep, target, mbps):
+    return (f"rep={rep} target={target} test=tput64k_c1 rc=0 ok=1 bytes={int(mbps * 3e6)} "
+            f"MBps={mbps} server_cpu_s=1.0\n")
+
+
+def table_row(tmp_path, lines, label="WS 64 KiB x 1 conn, MB/s"):
+    results = tmp_path / "results.txt"
+    results.write_text("".join(lines))
+    out = subprocess.run([sys.executable, str(SUMMARIZE), str(results)], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    rows = [r for r in out.splitlines() if r.startswith("| ")]
+    head = [c.strip() for c in rows[0].strip("|").split("|")]
+    for r in rows[1:]:
+        cells = [c.strip() for c in r.strip("|").split("|")]
+        if cells[0] == label:
+            return dict(zip(head, cells))
+    raise AssertionError(f"no row {label!r} in:\n{out}")
+
+
+def test_per_rep_ratio_pairs_the_targets_within_each_rep(tmp_path):
+    # The host's speed differs rep by rep (100, 300, 200, 400, 50 MB/s for socat);
+    # netwine is 1.10x socat in every rep: both estimates agree.
+    socat = [100, 300, 200, 400, 50]
+    netwine = [s * 1.1 for s in socat]
+    lines = [line(i + 1, "socat", s) for i, s in enumerate(socat)]
+    lines += [line(i + 1, "netwine", n) for i, n in enumerate(netwine)]
+    row = table_row(tmp_path, lines)
+    assert row["netwine/socat per rep"] == "1.10 [1.10-1.10]"
+    assert row["netwine/socat"] == "1.10"
+
+
+def test_per_rep_ratio_differs_from_the_ratio_of_medians_when_the_host_drifts(tmp_path):
+    # The host speeds up rep by rep; netwine is 1.05x socat in four reps and had one
+    # bad rep (0.2x). Its median lands on another rep than socat's: the ratio of
+    # medians reads 0.70, the pairs 1.05 with the bad rep as their minimum.
+    socat = [100, 200, 300, 400, 500]
+    netwine = [105, 210, 315, 420, 100]
+    lines = [line(i + 1, "socat", s) for i, s in enumerate(socat)]
+    lines += [line(i + 1, "netwine", n) for i, n in enumerate(netwine)]
+    row = table_row(tmp_path, lines)
+    assert row["netwine/socat"] == "0.70"
+    assert row["netwine/socat per rep"] == "1.05 [0.20-1.05]"
+    # A rep socat has no result for is not paired.
+    row = table_row(tmp_path, lines + [line(6, "netwine", 10000)])
+    assert row["netwine/socat per rep"] == "1.05 [0.20-1.05]"
+
+
+def test_failed_runs_are_neither_in_the_medians_nor_paired(tmp_path):
+    lines = [line(1, "socat", 100), line(1, "netwine", 120), line(2, "socat", 100),
+             line(2, "netwine", 50).replace("ok=1", "ok=0")]
+    row = table_row(tmp_path, lines)
+    assert row["netwine/socat per rep"] == "1.20"
+    assert row["netwine"] == "120"
