@@ -9,8 +9,9 @@ above 1 is better for throughput and rates, below 1 is better for latency and
 memory (the row says). "netwine/socat per rep" pairs the two within each rep
 (run.sh runs every target once per rep, minutes apart at most) and gives the
 median [min-max] of those ratios: a host that drifts between reps moves both
-sides of a pair together, so this is the steadier estimate of the two. ref-epoll and ref-threads are bench/refrelay.c, the
-floor of a relay's structure on this machine (docs/PERFORMANCE.md); netwine-1t
+sides of a pair together, so this is the steadier estimate of the two.
+ref-epoll and ref-threads are bench/refrelay.c, the floor of a relay's structure
+on this machine (docs/PERFORMANCE.md); netwine-1t
 is netwine with --threads 1 (with it, a netwine-1t / socat column); netwine-loop is
 netwine with --bulk-threads 0 (with it, a netwine-loop / socat column); netwine-b is
 a second build (NETWINE_B), with netwine-b / socat and netwine / netwine-b columns.
