@@ -3,54 +3,90 @@
 #
 #   bash bench/ab.sh NEW_BINARY OLD_BINARY                     # ws-up, 64 KiB, 1 conn, 10 x 2 s each
 #   MODE=ws-tput SIZE=1K C=8 N=8 bash bench/ab.sh build-bench/netwine /tmp/netwine-old
+#   MODE=ws-lat PIN=0 N=12 T=1 bash bench/ab.sh build-bench/netwine socat
 #
 # Runs A, B, A, B, ... (N each, T seconds a run) against nwbench's own sink, echo
 # or source target, then prints the median [min-max] MB/s and bridge CPU-seconds
-# per GB of each, and the ratios A/B. Quicker than run.sh's NETWINE_B for one
+# per GB of each, and the ratios A/B. MODE=ws-lat measures round trips of 32-byte
+# messages instead (p50 and p99 in microseconds, and their ratios A/B); with PIN=CPU
+# the target, both bridges and the client all run on that one CPU (run.sh's
+# lat_cpu0). Either binary may be the word `socat` (socat -b 262144, as run.sh). Quicker than run.sh's NETWINE_B for one
 # question; on a noisy host, trust a ratio only when a repeat agrees.
-# Knobs: MODE [ws-up] (ws-up: to a sink; ws-tput: echo; ws-down: from a source)
-#        SIZE [64K] C [1] N [10] T [2] BUILD [build-bench] BASE_PORT [19800]
+# Knobs: MODE [ws-up] (ws-up: to a sink; ws-tput: echo; ws-down: from a source;
+#        ws-lat: echo, 32 bytes) SIZE [64K] C [1] N [10] T [2] PIN [none]
+#        BUILD [build-bench] BASE_PORT [19800]
 # Loopback only; every run is capped by -t and `timeout`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -eq 2 ] || { sed -n '2,13p' "$0"; exit 2; }
-MODE=${MODE:-ws-up} SIZE=${SIZE:-64K} C=${C:-1} N=${N:-10} T=${T:-2}
+[ $# -eq 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+MODE=${MODE:-ws-up} SIZE=${SIZE:-64K} C=${C:-1} N=${N:-10} T=${T:-2} PIN=${PIN:-}
 BUILD=${BUILD:-build-bench} BASE=${BASE_PORT:-19800}
 NWB=$ROOT/$BUILD/bench/nwbench
 [ -x "$NWB" ] || meson compile -C "$ROOT/$BUILD" nwbench >/dev/null
 WORK=$(mktemp -d /tmp/nwab.XXXXXX)
-cp "$1" "$WORK/A"
-cp "$2" "$WORK/B"
+declare -A BIN=([A]=$1 [B]=$2)
+for x in A B; do [ "${BIN[$x]}" = socat ] || cp "${BIN[$x]}" "$WORK/$x"; done
 . "$ROOT/bench/lib.sh"  # start_bg, stop_all
 trap 'stop_all; rm -rf "$WORK"' EXIT
 case $MODE in
 ws-up) kind=sink ;;
 ws-tput) kind=echo ;;
 ws-down) kind=source ;;
-*) echo "MODE must be ws-up, ws-tput or ws-down" >&2; exit 2 ;;
+ws-lat) kind=echo SIZE=32 C=1 ;;
+*) echo "MODE must be ws-up, ws-tput, ws-down or ws-lat" >&2; exit 2 ;;
 esac
-start_bg target $((BASE + 1)) "$NWB" serve --url "tcp://127.0.0.1:$((BASE + 1))" --kind $kind
-declare -A PID PORT=([A]=$((BASE + 11)) [B]=$((BASE + 12)))
+TPORT=$((BASE + 1))
+pin() { [ -n "$PIN" ] && taskset -a -p -c "$PIN" "$1" >/dev/null; true; }
+start_bg target $TPORT "$NWB" serve --url "tcp://127.0.0.1:$TPORT" --kind $kind
+pin $LASTPID
+declare -A PID URL PORT=([A]=$((BASE + 11)) [B]=$((BASE + 12)))
 for x in A B; do
-    start_bg "$x" "${PORT[$x]}" "$WORK/$x" --listen "127.0.0.1:${PORT[$x]}" --target "127.0.0.1:$((BASE + 1))" \
-        --access-log ''
+    if [ "${BIN[$x]}" = socat ]; then
+        start_bg "$x" "${PORT[$x]}" socat -b 262144 "TCP-LISTEN:${PORT[$x]},bind=127.0.0.1,fork,backlog=1024,reuseaddr" \
+            "TCP:127.0.0.1:$TPORT"
+        URL[$x]="tcp://127.0.0.1:${PORT[$x]}"
+    else
+        start_bg "$x" "${PORT[$x]}" "$WORK/$x" --listen "127.0.0.1:${PORT[$x]}" --target "127.0.0.1:$TPORT" --access-log ''
+        URL[$x]="ws://127.0.0.1:${PORT[$x]}/netwine/ws?target=127.0.0.1:$TPORT"
+    fi
     PID[$x]=$LASTPID
+    pin $LASTPID  # socat's per-connection children inherit it
 done
+client=()
+[ -n "$PIN" ] && client=(taskset -c "$PIN")
 for i in $(seq 1 "$N"); do
     for x in A B; do
-        echo "$x $(timeout $((T + 20)) "$NWB" "$MODE" --url "ws://127.0.0.1:${PORT[$x]}/netwine/ws?target=127.0.0.1:$((BASE + 1))" \
+        echo "$x $(timeout $((T + 20)) "${client[@]}" "$NWB" "$MODE" --url "${URL[$x]}" \
             --proto binary -c "$C" -s "$SIZE" -t "$T" --pid "${PID[$x]}" --label "$x")"
     done
 done >"$WORK/runs.txt"
-echo "A=$1 B=$2 MODE=$MODE SIZE=$SIZE C=$C N=$N T=$T"
-python3 - "$WORK/runs.txt" <<'PY'
+echo "A=$1 B=$2 MODE=$MODE SIZE=$SIZE C=$C N=$N T=$T${PIN:+ PIN=$PIN}"
+python3 - "$WORK/runs.txt" "$MODE" <<'PY'
 import statistics as st, sys
 runs = {}
-for line in open(sys.argv[1]):
-    label, *pairs = line.split()
+lines = [line.split() for line in open(sys.argv[1])]
+for label, *pairs in lines:
     kv = dict(p.split("=", 1) for p in pairs if "=" in p)
     if kv.get("ok") != "1" or kv.get("verify", "ok") != "ok":
-        sys.exit(f"a run failed: {line.strip()}")
+        sys.exit(f"a run failed: {label} {' '.join(pairs)}")
+if sys.argv[2] == "ws-lat":
+    for label, *pairs in lines:
+        kv = dict(p.split("=", 1) for p in pairs if "=" in p)
+        runs.setdefault(label, []).append((float(kv["p50_us"]), float(kv["p99_us"])))
+    med = {}
+    for label in ("A", "B"):
+        p50 = [a for a, _ in runs[label]]
+        p99 = [b for _, b in runs[label]]
+        med[label] = (st.median(p50), st.median(p99))
+        print(f"{label}: p50 {med[label][0]:.1f} us [{min(p50):.1f}-{max(p50):.1f}]  "
+              f"p99 {med[label][1]:.1f} us [{min(p99):.1f}-{max(p99):.1f}]  runs {len(p50)}")
+    pairs = list(zip(runs["A"], runs["B"]))
+    per = sorted(a[1] / b[1] for a, b in pairs)
+    print(f"A/B: p50 {med['A'][0] / med['B'][0]:.3f}  p99 {med['A'][1] / med['B'][1]:.3f}  "
+          f"p99 per pair {st.median(per):.3f} [{per[0]:.3f}-{per[-1]:.3f}]")
+    sys.exit(0)
+for label, *pairs in lines:
+    kv = dict(p.split("=", 1) for p in pairs if "=" in p)
     runs.setdefault(label, []).append((float(kv["MBps"]), float(kv["server_cpu_s"]) / (int(kv["bytes"]) / 1e9)))
 med = {}
 for label in ("A", "B"):

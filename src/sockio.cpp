@@ -3,6 +3,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
 
 #include <event2/bufferevent_ssl.h>
 
@@ -28,6 +31,52 @@ size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget, size_t chunk)
     if (static_cast<size_t>(r) < want) break;  // the socket is empty
   }
   return got;
+}
+
+namespace {
+
+// What a failed recv() means: nothing to read now (false), or the end.
+bool ends(ssize_t r, SocketRead& res) {
+  if (r == 0) {
+    res.eof = true;
+    return true;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return false;
+  res.error = errno;
+  return true;
+}
+
+}  // namespace
+
+SocketRead read_socket(evutil_socket_t fd, evbuffer* out, size_t budget) {
+  constexpr size_t kFirst = 16 * 1024;
+  thread_local std::array<uint8_t, kFirst> first;
+  SocketRead res;
+  size_t want = std::min(budget, kFirst);
+  ssize_t r = ::recv(fd, first.data(), want, MSG_DONTWAIT);
+  if (r <= 0) {
+    ends(r, res);
+    return res;
+  }
+  evbuffer_add(out, first.data(), static_cast<size_t>(r));
+  res.bytes = static_cast<size_t>(r);
+  if (static_cast<size_t>(r) < want) return res;  // the socket is empty
+  while (res.bytes < budget) {
+    evbuffer_iovec v;
+    want = std::min(kReadChunk, budget - res.bytes);
+    if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &v, 1) < 1) break;
+    want = std::min(v.iov_len, want);
+    r = ::recv(fd, v.iov_base, want, MSG_DONTWAIT);
+    if (r <= 0) {
+      ends(r, res);
+      break;
+    }
+    v.iov_len = static_cast<size_t>(r);
+    evbuffer_commit_space(out, &v, 1);
+    res.bytes += static_cast<size_t>(r);
+    if (static_cast<size_t>(r) < want) break;
+  }
+  return res;
 }
 
 void take_output(bufferevent* bev, evbuffer* to) {

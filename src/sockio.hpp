@@ -39,6 +39,20 @@ bool plain_socket(bufferevent* bev);
 // the bufferevent's own next read to see, so there is one place that handles them.
 size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget, size_t chunk = kReadChunk);
 
+// What read_socket() found.
+struct SocketRead {
+  size_t bytes = 0;  // appended to the buffer
+  bool eof = false;  // the peer closed its side (after `bytes`)
+  int error = 0;     // errno of a failed read (after `bytes`); 0 for none
+};
+
+// Reads a plain nonblocking socket into out until it holds no more, `budget`
+// bytes were read, or EOF or an error came. For the loops' own read events on
+// plain sockets, which replace the bufferevents' reads: the first recv() goes to
+// a per-thread buffer and is copied (a small message then costs no FIONREAD and
+// no chain larger than itself), the rest to read_more()'s chunks.
+SocketRead read_socket(evutil_socket_t fd, evbuffer* out, size_t budget);
+
 // Moves everything queued in a socket bufferevent's output to `to`. Outside its
 // own write callback a socket bufferevent keeps its output's start frozen, and
 // evbuffer_add_buffer() then moves nothing (and says so only in its result):

@@ -78,8 +78,18 @@ void Session::on_connected(BuffereventPtr target, const std::string& address) {
   // that is when held sends and stopped WebSocket readers may go on.
   bufferevent_setwatermark(bev, EV_WRITE, manager_.config().session_buffer / 2, 0);
   bufferevent_set_max_single_write(bev, 1 << 20);
-  bufferevent_enable(bev, EV_READ | EV_WRITE);
+  if (target_fd_ >= 0) {
+    target_reader_.reset(
+        event_new(bufferevent_get_base(bev), target_fd_, EV_READ | EV_PERSIST, &Session::on_target_raw_read, this));
+    bufferevent_disable(bev, EV_READ);
+    if (size_t early = evbuffer_get_length(bufferevent_get_input(bev))) {
+      evbuffer_add_buffer(down_.get(), bufferevent_get_input(bev));
+      down_end_ += early;
+    }
+  }
+  bufferevent_enable(bev, EV_WRITE);
   state_ = State::Open;
+  update_target_reading();
   if (evbuffer_get_length(up_pending_.get()))
     evbuffer_add_buffer(bufferevent_get_output(bev), up_pending_.get());
   log::debug("session ", log::redact_key(key_), " connected to ", address);
@@ -128,14 +138,56 @@ void Session::do_target_read() {
   notify();
 }
 
+// A plain TCP target is read by our own event, not by its bufferevent: a
+// bufferevent read (FIONREAD, a chain allocated and moved, its callbacks under
+// its lock) cost ~3 us a message more than one recv() into the session's buffer
+// on the pinned round trip of docs/PERFORMANCE.md. EOF and read errors end the
+// session here; write errors still come from the bufferevent (on_target_event()).
+void Session::on_target_raw_read(evutil_socket_t, short, void* self) {
+  static_cast<Session*>(self)->do_target_raw_read();
+}
+
+void Session::do_target_raw_read() {
+  if (!target_ || lent_ || state_ != State::Open) return;
+  size_t buffered = evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get());
+  size_t room = manager_.config().session_buffer > buffered ? manager_.config().session_buffer - buffered : 0;
+  if (room == 0) {
+    update_target_reading();
+    return;
+  }
+  auto got = sockio::read_socket(target_fd_, down_.get(), std::min(room, kReadBudget));
+  if (got.bytes > 0) {
+    down_end_ += got.bytes;
+    update_target_reading();
+    notify();
+  }
+  if (got.eof) {
+    end(close_code::kNormal, "target closed the connection");
+  } else if (got.error) {
+    end(close_code::kTargetError,
+        std::string("target connection failed: ") + evutil_socket_error_to_string(got.error));
+  }
+}
+
 void Session::update_target_reading() {
   if (!target_ || state_ != State::Open) return;
   // Back-pressure: past session-buffer unacknowledged bytes, stop reading the
   // target; TCP flow control then slows it down.
-  if (evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get()) >= manager_.config().session_buffer)
-    bufferevent_disable(target_.get(), EV_READ);
-  else
+  set_target_reading(evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get()) <
+                     manager_.config().session_buffer);
+}
+
+void Session::set_target_reading(bool on) {
+  if (!target_ || on == target_reading_) return;
+  target_reading_ = on;
+  if (target_reader_) {
+    if (on) event_add(target_reader_.get(), nullptr);
+    else event_del(target_reader_.get());
+  } else if (on) {
     bufferevent_enable(target_.get(), EV_READ);
+  } else {
+    bufferevent_disable(target_.get(), EV_READ);
+  }
 }
 
 void Session::do_target_write() {
@@ -404,7 +456,7 @@ void Session::client_close() {
     t->on_detached(close_code_, close_reason_);
   }
   if (target_) {
-    bufferevent_disable(target_.get(), EV_READ);
+    set_target_reading(false);
     if (evbuffer_get_length(bufferevent_get_output(target_.get())) == 0) finish_client_close();
     // else: do_target_write() finishes once the target has taken everything.
     // Bounded: the idle timer retires the session if the target never reads.
@@ -456,6 +508,8 @@ void Session::drop_target() {
       evbuffer_remove_cb_entry(bufferevent_get_output(tcp), tls_flush_cb_);
     tls_flush_cb_ = nullptr;
   }
+  target_reader_.reset();  // before the bufferevent closes the socket
+  target_reading_ = false;
   target_fd_ = -1;
   manager_.dispose(std::move(target_));
 }
@@ -487,7 +541,8 @@ evutil_socket_t Session::lend_target(evbuffer* to_target, evbuffer* from_target,
                                      LentOffsets* offsets) {
   if (!lendable() || (resumable_ && !offsets)) return -1;
   bufferevent* bev = target_.get();
-  bufferevent_disable(bev, EV_READ | EV_WRITE);
+  set_target_reading(false);
+  bufferevent_disable(bev, EV_WRITE);
   sockio::take_output(bev, to_target);
   // Unsent bytes first, then any the bufferevent read since (none, normally).
   evbuffer_add_buffer(from_target, down_.get());

@@ -217,8 +217,11 @@ class Session {
   static void on_target_read(bufferevent* bev, void* self);
   static void on_target_write(bufferevent* bev, void* self);
   static void on_target_event(bufferevent* bev, short what, void* self);
+  static void on_target_raw_read(evutil_socket_t, short, void* self);
   static void on_idle_timeout(evutil_socket_t, short, void* self);
   void do_target_read();
+  void do_target_raw_read();
+  void set_target_reading(bool on);
   void do_target_write();
   void update_target_reading();
   evbuffer* upstream_sink() const;
@@ -238,7 +241,11 @@ class Session {
   Manager& manager_;
   std::string key_, client_, origin_, target_label_, target_address_;
   bool resumable_;
-  evutil_socket_t target_fd_ = -1;  // plain TCP target: read past the 4096-byte cap
+  evutil_socket_t target_fd_ = -1;  // plain TCP target: read and written by us directly
+  // Plain TCP target: our read event on target_fd_ (the bufferevent only writes);
+  // see do_target_raw_read().
+  EventPtr target_reader_;
+  bool target_reading_ = false;  // EV_READ on (target_reader_ added, or the bufferevent's)
   bool direct_next_ = false;         // reserve_upstream(): the next send may be written at once
   evbuffer_cb_entry* tls_flush_cb_ = nullptr;  // TLS target: waiting for the close_notify to go out
   State state_ = State::Connecting;

@@ -196,6 +196,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
 
   // libevent callbacks.
   static void on_read(bufferevent*, void* self) { static_cast<WsConnection*>(self)->do_read(); }
+  static void on_raw_read(evutil_socket_t, short, void* self) { static_cast<WsConnection*>(self)->do_raw_read(); }
   static void on_write(bufferevent*, void* self) { static_cast<WsConnection*>(self)->do_write(); }
   static void on_event(bufferevent*, short what, void* self) {
     static_cast<WsConnection*>(self)->do_event(what);
@@ -213,6 +214,8 @@ class WsConnection final : public tunnel::Transport, private Handler {
 
   void begin_relay();
   void do_read();
+  void do_raw_read();
+  void set_reading(bool on);
   void do_write();
   void do_event(short what);
   void do_heartbeat();
@@ -228,6 +231,8 @@ class WsConnection final : public tunnel::Transport, private Handler {
 
   // Receive path.
   void feed_input(evbuffer* in);
+  bool feed(std::span<uint8_t> bytes);
+  void after_read();
   void upstream(uint64_t offset, const uint8_t* data, size_t len);
   void upstream_v1_piece(std::span<const uint8_t> bytes);
   void upstream_base64_piece(std::span<const uint8_t> bytes);
@@ -241,6 +246,7 @@ class WsConnection final : public tunnel::Transport, private Handler {
   // Send path.
   void pump();
   void send_data_message(evbuffer* out);
+  void send_direct();
   void send_frame(Opcode op, std::span<const uint8_t> payload);
   void send_text(std::string_view text);
   void queue_close(uint16_t code, std::string_view reason);
@@ -269,7 +275,8 @@ class WsConnection final : public tunnel::Transport, private Handler {
   bufferevent* bev_ = nullptr;  // conn_'s bufferevent or our own; null once the connection is gone
   bool owned_ = false;          // bev_ is ours (start_owned()), not evhttp's
   std::function<void()> on_closed_;  // owned_: runs once the socket is closed
-  evutil_socket_t raw_fd_ = -1;  // plain TCP socket: top-up reads and lingering close use it
+  evutil_socket_t raw_fd_ = -1;  // plain TCP socket: our own reads and writes, lingering close
+  EventPtr reader_;              // plain TCP: our read event on raw_fd_ (do_raw_read())
   tunnel::Session* session_ = nullptr;  // attached session; null once detached
   const Mode mode_;
   Phase phase_ = Phase::Open;
@@ -367,8 +374,14 @@ void WsConnection::start_owned(tunnel::Session* s, bufferevent* bev, const std::
 
 // The relay starts: both start() functions end here.
 void WsConnection::begin_relay() {
-  if (raw_fd_ >= 0) bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
-  bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  if (raw_fd_ >= 0) {
+    bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
+    reader_.reset(event_new(bufferevent_get_base(bev_), raw_fd_, EV_READ | EV_PERSIST, &WsConnection::on_raw_read,
+                            this));
+    bufferevent_disable(bev_, EV_READ);  // (evhttp's reading, for start())
+  }
+  bufferevent_enable(bev_, EV_WRITE);
+  set_reading(true);
   if (mode_ == Mode::NetwineV1) {
     send_text("OK " + session_->key() + " " + std::to_string(session_->upstream_offset()));
     // Then what the target has taken so far, where the client's upstream window
@@ -407,9 +420,62 @@ void WsConnection::do_read() {
     meter(n, last_rx_);
   }
   feed_input(rx_.get());
+  after_read();
+}
+
+// A plain TCP client is read by our own event, not by the bufferevent (which
+// only writes): a bufferevent read (FIONREAD, a chain allocated, moved and
+// drained, its callbacks under its lock) cost ~3 us a message more than this on
+// the pinned round trip of docs/PERFORMANCE.md. recv() goes to a per-thread
+// buffer the decoder unmasks in place, and payload goes on to the target from
+// there. EOF and read errors are reported as the bufferevent would (do_event()).
+void WsConnection::do_raw_read() {
+  if (phase_ == Phase::Done || bulk_) return;
+  constexpr size_t kChunk = 64 * 1024;
+  thread_local std::unique_ptr<uint8_t[]> buffer(new uint8_t[kChunk]);
+  // Bytes left in rx_ (a loan given back mid-frame) come first.
+  if (phase_ != Phase::Flushing && phase_ != Phase::Lingering && evbuffer_get_length(rx_.get()))
+    feed_input(rx_.get());
+  size_t got = 0;
+  while (got < kReadBudget && phase_ != Phase::Done) {
+    ssize_t r = ::recv(raw_fd_, buffer.get(), kChunk, MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      do_event(static_cast<short>(BEV_EVENT_READING | (r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR)));
+      return;
+    }
+    if (r < 0) break;
+    size_t n = static_cast<size_t>(r);
+    got += n;
+    if (phase_ == Phase::Flushing || phase_ == Phase::Lingering) {  // discarded: nothing more is heard
+      if (n < kChunk) break;
+      continue;
+    }
+    last_rx_ = now_seconds();
+    meter(n, last_rx_);
+    if (session_) session_->reserve_upstream(n);  // payload <= input
+    if (!feed({buffer.get(), n})) break;  // failed or closed: the rest is dropped
+    if (n < kChunk || reading_paused_ || bulk_ || (session_ && session_->upstream_full())) break;
+  }
+  after_read();
+}
+
+// What follows every batch of input.
+void WsConnection::after_read() {
   after_batch();
   settle();
   maybe_lend();
+}
+
+void WsConnection::set_reading(bool on) {
+  if (!bev_) return;
+  if (reader_) {
+    if (on) event_add(reader_.get(), nullptr);
+    else event_del(reader_.get());
+  } else if (on) {
+    bufferevent_enable(bev_, EV_READ);
+  } else {
+    bufferevent_disable(bev_, EV_READ);
+  }
 }
 
 // Feeds the whole input buffer to the decoder in place (evbuffer_peek gives the
@@ -422,28 +488,34 @@ void WsConnection::feed_input(evbuffer* in) {
     int n = std::min(evbuffer_peek(in, -1, nullptr, v, 16), 16);
     size_t used = 0;
     for (int i = 0; i < n; ++i) {
-      auto err = decoder_.feed({static_cast<uint8_t*>(v[i].iov_base), v[i].iov_len}, *this);
       used += v[i].iov_len;
-      if (err) {
+      if (!feed({static_cast<uint8_t*>(v[i].iov_base), v[i].iov_len})) {
         evbuffer_drain(in, evbuffer_get_length(in));
-        fail_connection(static_cast<uint16_t>(err->code), err->reason);
-        return;
-      }
-      if (failure_) {
-        evbuffer_drain(in, evbuffer_get_length(in));
-        auto [code, reason] = std::move(*failure_);
-        failure_.reset();
-        fail_connection(code, reason);
-        return;
-      }
-      if (got_close_) {
-        evbuffer_drain(in, evbuffer_get_length(in));  // RFC 6455 5.5.1: nothing follows a Close
-        on_client_close();
         return;
       }
     }
     evbuffer_drain(in, used);
   }
+}
+
+// Feeds one piece of input to the decoder. False when the connection failed or
+// the client's Close arrived: what is left of the input is dropped.
+bool WsConnection::feed(std::span<uint8_t> bytes) {
+  if (auto err = decoder_.feed(bytes, *this)) {
+    fail_connection(static_cast<uint16_t>(err->code), err->reason);
+    return false;
+  }
+  if (failure_) {
+    auto [code, reason] = std::move(*failure_);
+    failure_.reset();
+    fail_connection(code, reason);
+    return false;
+  }
+  if (got_close_) {
+    on_client_close();  // RFC 6455 5.5.1: nothing follows a Close
+    return false;
+  }
+  return true;
 }
 
 void WsConnection::on_data(Opcode type, std::span<const uint8_t> bytes) {
@@ -586,7 +658,7 @@ void WsConnection::ack_upstream() {
 void WsConnection::update_reading() {
   if (phase_ != Phase::Open || !bev_) return;
   if (session_ && session_->upstream_full()) {
-    if (!reading_paused_) bufferevent_disable(bev_, EV_READ);
+    if (!reading_paused_) set_reading(false);
     reading_paused_ = true;
   }
 }
@@ -596,7 +668,7 @@ void WsConnection::on_upstream_room() {
   if (!reading_paused_ || !bev_ || phase_ == Phase::Done || bulk_) return;
   if (session_ && session_->upstream_full()) return;
   reading_paused_ = false;
-  bufferevent_enable(bev_, EV_READ);
+  set_reading(true);
 }
 
 // The client's Close arrived (answering ours, or starting the handshake).
@@ -631,10 +703,14 @@ void WsConnection::pump() {
     // (docs/PERFORMANCE.md). Only what the socket does not take is queued.
     // Larger amounts keep the usual path: its write callbacks are where a busy
     // connection is found and lent to a bulk thread.
-    static thread_local EvbufferPtr stage{evbuffer_new()};
-    send_data_message(stage.get());
-    evbuffer_write(stage.get(), raw_fd_);  // an error: the bufferevent meets it on what is left, or on its next read
-    evbuffer_add_buffer(out, stage.get());
+    if (mode_ == Mode::Base64) {
+      static thread_local EvbufferPtr stage{evbuffer_new()};
+      send_data_message(stage.get());
+      evbuffer_write(stage.get(), raw_fd_);  // an error: the bufferevent meets it on what is left
+      evbuffer_add_buffer(out, stage.get());
+    } else {
+      send_direct();
+    }
   }
   while (session_->unsent() > 0 && evbuffer_get_length(out) < kOutputHighWater) send_data_message(out);
   if (session_->sent_offset() != sent) meter(static_cast<size_t>(session_->sent_offset() - sent), now_seconds());
@@ -646,6 +722,26 @@ void WsConnection::pump() {
     // client's last acks still arrive before its Close.
     s->close_delivered();
   }
+}
+
+// One binary message of everything unsent (at most kDirectWriteMax) in one
+// send() from the stack: header, netwine.v1 offset and payload together. What
+// the socket does not take is queued; an error leaves it all queued, for the
+// bufferevent's write to meet.
+void WsConnection::send_direct() {
+  static_assert(tunnel::Session::kDirectWriteMax <= kMaxDataMessage);
+  uint8_t msg[kMaxHeader + v1::kOffsetHeader + tunnel::Session::kDirectWriteMax];
+  size_t n = std::min(session_->unsent(), tunnel::Session::kDirectWriteMax);
+  size_t extra = mode_ == Mode::NetwineV1 ? v1::kOffsetHeader : 0;
+  size_t at = encode_header(msg, Opcode::Binary, true, extra + n, nullptr);
+  if (extra) {
+    v1::put_offset(msg + at, session_->sent_offset());
+    at += extra;
+  }
+  size_t total = at + session_->pull(msg + at, n);
+  ssize_t w = ::send(raw_fd_, msg, total, MSG_DONTWAIT | MSG_NOSIGNAL);
+  size_t done = w > 0 ? static_cast<size_t>(w) : 0;
+  if (done < total) evbuffer_add(bufferevent_get_output(bev_), msg + done, total - done);
 }
 
 void WsConnection::send_data_message(evbuffer* out) {
@@ -706,7 +802,7 @@ void WsConnection::begin_closing(uint16_t code, std::string_view reason) {
   evtimer_del(heartbeat_.get());
   if (bev_) {
     bufferevent_setwatermark(bev_, EV_WRITE, 0, 0);  // hear when everything is out
-    if (reading_paused_) bufferevent_enable(bev_, EV_READ);  // the client's Close must get in
+    if (reading_paused_) set_reading(true);  // the client's Close must get in
   }
   reading_paused_ = false;
   arm_close_timer();
@@ -733,7 +829,7 @@ void WsConnection::enter_final_phase(Phase p) {
     // Keep reading (and discarding) so the kernel never holds unread input
     // when we close: that would send a RST, which may destroy our Close frame
     // before the client reads it.
-    bufferevent_enable(bev_, EV_READ);
+    set_reading(true);
   }
   reading_paused_ = false;
   if (was_open) arm_close_timer();
@@ -871,6 +967,7 @@ void WsConnection::close_connection() {
   evtimer_del(close_timer_.get());
   evtimer_del(kick_.get());
   if (bulk_done_) event_del(bulk_done_.get());
+  reader_.reset();  // before the socket closes
   if (owned_) {
     // Safe inside the bufferevent's own callbacks: they hold a reference.
     bufferevent_free(bev_);
@@ -898,6 +995,7 @@ void WsConnection::on_connection_freed() {
   bev_ = nullptr;
   conn_ = nullptr;
   req_ = nullptr;
+  reader_.reset();
   leave_session(Leave::Resume);
   evtimer_del(heartbeat_.get());
   evtimer_del(close_timer_.get());
@@ -952,6 +1050,7 @@ void WsConnection::maybe_lend() {
     BulkRelay::unreserve();
     return;
   }
+  set_reading(false);
   bufferevent_disable(bev_, EV_READ | EV_WRITE);
   evbuffer_add_buffer(rx_.get(), bufferevent_get_input(bev_));
   sockio::take_output(bev_, to_client_.get());  // the stream goes on where it is
@@ -996,7 +1095,8 @@ void WsConnection::take_back() {
   lent_counts_.reset();
   if (bev_) {
     evbuffer_add_buffer(bufferevent_get_output(bev_), to_client_.get());
-    bufferevent_enable(bev_, EV_READ | EV_WRITE);
+    bufferevent_enable(bev_, EV_WRITE);
+    set_reading(true);
   } else {
     evbuffer_drain(to_client_.get(), evbuffer_get_length(to_client_.get()));
   }

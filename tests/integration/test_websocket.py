@@ -9,11 +9,13 @@ raw client in wsclient_util checks what a library will not send.
 import asyncio
 import base64
 import hashlib
+import json
 import signal
 import socket
 import struct
 import threading
 import time
+import urllib.request
 
 import pytest
 import websockets.client
@@ -41,6 +43,11 @@ def ws_url(n, target):
 
 def raw(n, path, protocols=None, **kw):
     return RawWs(n.host, n.port, path, protocols, **kw)
+
+
+def sessions_open(n):
+    with urllib.request.urlopen(f"{n.base}/netwine/status", timeout=10) as r:
+        return json.load(r)["sessions_open"]
 
 
 def new_path(target):
@@ -217,6 +224,64 @@ def test_target_close_delivers_everything_then_1000(netwine, tcp_target):
     assert code == 1000 and b"target closed" in p
     ws.send(OP_CLOSE, close_payload(1000))
     assert ws.read_to_eof(5)
+
+
+def test_target_speaking_first_is_heard_before_the_client_sends(netwine, tcp_target):
+    def banner(conn):
+        conn.sendall(b"220 welcome\r\n")
+        while conn.recv(65536):
+            pass
+    t = tcp_target(banner)
+    n = start(netwine, t)
+    ws = raw(n, new_path(t), ["binary"])
+    assert ws.recv_message() == (OP_BINARY, b"220 welcome\r\n")
+    ws.close()
+
+
+def test_target_reset_delivers_what_came_before_then_1011(netwine, tcp_target):
+    # The target's read error (ECONNRESET), after bytes it sent: those arrive,
+    # then a Close that names the failure. Other sessions go on.
+    go = threading.Event()
+
+    def reset_after_hello(conn):
+        conn.sendall(b"hello")
+        go.wait(10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    t = tcp_target(reset_after_hello)
+    echo = tcp_target("echo")
+    n = netwine("--access-log", "", "--target", t.address, "--target", echo.address)
+    other = raw(n, new_path(echo), ["binary"])
+    ws = raw(n, new_path(t), ["binary"])
+    assert ws.recv_message() == (OP_BINARY, b"hello")
+    go.set()
+    code, reason = ws.expect_close()
+    assert code == 1011 and "target connection failed" in reason, (code, reason)
+    other.send(OP_BINARY, b"still here")
+    assert other.recv_message() == (OP_BINARY, b"still here")
+    other.close()
+    ws.close()
+
+
+def test_client_reset_mid_stream_ends_its_session_only(netwine, tcp_target):
+    # The client's read error (ECONNRESET) on netwine's own read event: its
+    # target connection is closed, and another session is untouched.
+    t = tcp_target("echo")
+    n = start(netwine, t)
+    keep = raw(n, new_path(t), ["binary"])
+    gone = raw(n, new_path(t), ["binary"])
+    gone.send(OP_BINARY, b"x" * 1000)
+    assert gone.recv_message() == (OP_BINARY, b"x" * 1000)
+    assert t.wait_accepted(2)
+    gone.send(OP_BINARY, b"y" * 100000)  # in flight while the socket resets
+    gone.abort()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sessions_open(n) != 1:
+        time.sleep(0.05)  # polling state only visible by asking, bounded
+    assert sessions_open(n) == 1
+    keep.send(OP_BINARY, b"z" * 10)
+    assert keep.recv_message() == (OP_BINARY, b"z" * 10)
+    keep.close()
 
 
 def test_frame_in_the_handshake_packet_is_processed(netwine, tcp_target):
