@@ -178,7 +178,7 @@ void Session::update_target_reading() {
 }
 
 void Session::set_target_reading(bool on) {
-  if (!target_ || on == target_reading_) return;
+  if (!target_ || on == target_reading_ || (on && lent_)) return;  // (a relay thread reads a lent socket)
   target_reading_ = on;
   if (target_reader_) {
     if (on) event_add(target_reader_.get(), nullptr);

@@ -467,7 +467,7 @@ void WsConnection::after_read() {
 }
 
 void WsConnection::set_reading(bool on) {
-  if (!bev_) return;
+  if (!bev_ || (on && bulk_)) return;  // (a relay thread reads a lent socket)
   if (reader_) {
     if (on) event_add(reader_.get(), nullptr);
     else event_del(reader_.get());
