@@ -1,10 +1,14 @@
-// Reading past the 4096-byte cap of a socket bufferevent (LIBEVENT-NOTES "Speed").
+// Reading sockets without a socket bufferevent's costs (LIBEVENT-NOTES "Speed").
 //
 // A socket bufferevent reads at most 4096 bytes per read event, so a bulk relay
 // built on it alone makes a read callback, and a trip through the event loop, per
-// 4 KiB. Both relay directions move what the bufferevent read into a buffer of
-// their own and then call read_more() to take what else the kernel holds, up to a
-// budget, in large chunks.
+// 4 KiB; and each read costs an ioctl(FIONREAD), a buffer chain and callbacks
+// under a lock, ~3 us a small message on the pinned round trip
+// (docs/PERFORMANCE.md). So the relays read plain sockets themselves: the event
+// loops with their own read events (read_socket(), and WsConnection's decoder
+// buffer), the bulk threads with read_more(). Where a bufferevent still reads (an
+// HTTP request's socket, a TLS connection's), read_more() takes what else the
+// kernel holds after its 4096 bytes, up to a budget, in large chunks.
 #pragma once
 
 #include <cstddef>
@@ -47,7 +51,9 @@ struct SocketRead {
 };
 
 // Reads a plain nonblocking socket into out until it holds no more, `budget`
-// bytes were read, or EOF or an error came. For the loops' own read events on
+// bytes were read, or EOF or an error came. A short read ends it, so an EOF
+// right behind the last bytes is reported by the next call (a level-triggered
+// read event calls again). For the loops' own read events on
 // plain sockets, which replace the bufferevents' reads: the first recv() goes to
 // a per-thread buffer and is copied (a small message then costs no FIONREAD and
 // no chain larger than itself), the rest to read_more()'s chunks.

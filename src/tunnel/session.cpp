@@ -121,18 +121,14 @@ void Session::on_target_event(bufferevent*, short what, void* self) {
   }
 }
 
+// A TLS target's bytes, read by its bufferevent (a plain one is read by
+// do_target_raw_read()).
 void Session::do_target_read() {
   if (!target_) return;
   evbuffer* in = bufferevent_get_input(target_.get());
   size_t n = evbuffer_get_length(in);
   if (n == 0) return;
   evbuffer_add_buffer(down_.get(), in);  // moves chains, no copy
-  // Then read on past the bufferevent's 4096 bytes, up to what the session
-  // buffer has room for (so back-pressure still holds) and a per-callback budget.
-  size_t buffered = evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get());
-  size_t room = manager_.config().session_buffer > buffered ? manager_.config().session_buffer - buffered : 0;
-  if (target_fd_ >= 0 && room > 0 && sockio::socket_may_hold_more(n))
-    n += sockio::read_more(target_fd_, down_.get(), std::min(room, kReadBudget));
   down_end_ += n;
   update_target_reading();
   notify();

@@ -408,13 +408,10 @@ void WsConnection::do_read() {
     evbuffer_drain(in, evbuffer_get_length(in));  // nothing more is heard from a closed connection
     return;
   }
-  // Move (not copy) what the bufferevent read into our own buffer: a socket
-  // bufferevent's input is frozen at its end, so only rx_ can take more.
-  size_t fresh = evbuffer_get_length(in);
+  // Move (not copy) what the bufferevent read into our own buffer, behind any
+  // early bytes. Over TLS that is every read; over plain TCP only what came with
+  // the handshake (begin_relay()): do_raw_read() reads the rest.
   evbuffer_add_buffer(rx_.get(), in);
-  if (raw_fd_ >= 0 && !reading_paused_ && !(session_ && session_->upstream_full()) &&
-      sockio::socket_may_hold_more(fresh))
-    sockio::read_more(raw_fd_, rx_.get(), kReadBudget);
   if (size_t n = evbuffer_get_length(rx_.get())) {
     last_rx_ = now_seconds();
     meter(n, last_rx_);
