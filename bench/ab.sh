@@ -63,37 +63,30 @@ done >"$WORK/runs.txt"
 echo "A=$1 B=$2 MODE=$MODE SIZE=$SIZE C=$C N=$N T=$T${PIN:+ PIN=$PIN}"
 python3 - "$WORK/runs.txt" "$MODE" <<'PY'
 import statistics as st, sys
-runs = {}
 lines = [line.split() for line in open(sys.argv[1])]
+# Per mode: the two figures of a run, their names and formats. The paired ratio
+# (A over B within each round of the interleaving) is of the first for
+# throughput, of the second (p99) for latency.
+if sys.argv[2] == "ws-lat":
+    names, fmts, paired = ("p50 us", "p99 us"), ("{:.1f}", "{:.1f}"), 1
+    figures = lambda kv: (float(kv["p50_us"]), float(kv["p99_us"]))
+else:
+    names, fmts, paired = ("MB/s", "bridge CPU-s/GB"), ("{:.0f}", "{:.3f}"), 0
+    figures = lambda kv: (float(kv["MBps"]), float(kv["server_cpu_s"]) / (int(kv["bytes"]) / 1e9))
+runs = {}
 for label, *pairs in lines:
     kv = dict(p.split("=", 1) for p in pairs if "=" in p)
     if kv.get("ok") != "1" or kv.get("verify", "ok") != "ok":
         sys.exit(f"a run failed: {label} {' '.join(pairs)}")
-if sys.argv[2] == "ws-lat":
-    for label, *pairs in lines:
-        kv = dict(p.split("=", 1) for p in pairs if "=" in p)
-        runs.setdefault(label, []).append((float(kv["p50_us"]), float(kv["p99_us"])))
-    med = {}
-    for label in ("A", "B"):
-        p50 = [a for a, _ in runs[label]]
-        p99 = [b for _, b in runs[label]]
-        med[label] = (st.median(p50), st.median(p99))
-        print(f"{label}: p50 {med[label][0]:.1f} us [{min(p50):.1f}-{max(p50):.1f}]  "
-              f"p99 {med[label][1]:.1f} us [{min(p99):.1f}-{max(p99):.1f}]  runs {len(p50)}")
-    pairs = list(zip(runs["A"], runs["B"]))
-    per = sorted(a[1] / b[1] for a, b in pairs)
-    print(f"A/B: p50 {med['A'][0] / med['B'][0]:.3f}  p99 {med['A'][1] / med['B'][1]:.3f}  "
-          f"p99 per pair {st.median(per):.3f} [{per[0]:.3f}-{per[-1]:.3f}]")
-    sys.exit(0)
-for label, *pairs in lines:
-    kv = dict(p.split("=", 1) for p in pairs if "=" in p)
-    runs.setdefault(label, []).append((float(kv["MBps"]), float(kv["server_cpu_s"]) / (int(kv["bytes"]) / 1e9)))
+    runs.setdefault(label, []).append(figures(kv))
 med = {}
 for label in ("A", "B"):
-    mb = [m for m, _ in runs[label]]
-    cpu = [c for _, c in runs[label]]
-    med[label] = (st.median(mb), st.median(cpu))
-    print(f"{label}: MB/s {med[label][0]:.0f} [{min(mb):.0f}-{max(mb):.0f}]  "
-          f"bridge CPU-s/GB {med[label][1]:.3f} [{min(cpu):.3f}-{max(cpu):.3f}]  runs {len(mb)}")
-print(f"A/B: MB/s {med['A'][0] / med['B'][0]:.3f}  CPU-s/GB {med['A'][1] / med['B'][1]:.3f}")
+    cols = list(zip(*runs[label]))
+    med[label] = [st.median(c) for c in cols]
+    text = "  ".join(f"{n} {f.format(m)} [{f.format(min(c))}-{f.format(max(c))}]"
+                     for n, f, m, c in zip(names, fmts, med[label], cols))
+    print(f"{label}: {text}  runs {len(cols[0])}")
+per = sorted(a[paired] / b[paired] for a, b in zip(runs["A"], runs["B"]))
+print("A/B: " + "  ".join(f"{n} {med['A'][k] / med['B'][k]:.3f}" for k, n in enumerate(names))
+      + f"  {names[paired]} per pair {st.median(per):.3f} [{per[0]:.3f}-{per[-1]:.3f}]")
 PY

@@ -35,15 +35,11 @@ size_t read_more(evutil_socket_t fd, evbuffer* out, size_t budget, size_t chunk)
 
 namespace {
 
-// What a failed recv() means: nothing to read now (false), or the end.
-bool ends(ssize_t r, SocketRead& res) {
-  if (r == 0) {
-    res.eof = true;
-    return true;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return false;
-  res.error = errno;
-  return true;
+// Records what a recv() that returned r <= 0 means: EOF, an error, or (EAGAIN,
+// EINTR) only that there is nothing to read now.
+void note_end(ssize_t r, SocketRead& res) {
+  if (r == 0) res.eof = true;
+  else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) res.error = errno;
 }
 
 }  // namespace
@@ -55,7 +51,7 @@ SocketRead read_socket(evutil_socket_t fd, evbuffer* out, size_t budget) {
   size_t want = std::min(budget, kFirst);
   ssize_t r = ::recv(fd, first.data(), want, MSG_DONTWAIT);
   if (r <= 0) {
-    ends(r, res);
+    note_end(r, res);
     return res;
   }
   evbuffer_add(out, first.data(), static_cast<size_t>(r));
@@ -68,7 +64,7 @@ SocketRead read_socket(evutil_socket_t fd, evbuffer* out, size_t budget) {
     want = std::min(v.iov_len, want);
     r = ::recv(fd, v.iov_base, want, MSG_DONTWAIT);
     if (r <= 0) {
-      ends(r, res);
+      note_end(r, res);
       break;
     }
     v.iov_len = static_cast<size_t>(r);

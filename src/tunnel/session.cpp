@@ -145,7 +145,7 @@ void Session::on_target_raw_read(evutil_socket_t, short, void* self) {
 
 void Session::do_target_raw_read() {
   if (!target_ || lent_ || state_ != State::Open) return;
-  size_t buffered = evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get());
+  size_t buffered = downstream_buffered();
   size_t room = manager_.config().session_buffer > buffered ? manager_.config().session_buffer - buffered : 0;
   if (room == 0) {
     update_target_reading();
@@ -169,8 +169,7 @@ void Session::update_target_reading() {
   if (!target_ || state_ != State::Open) return;
   // Back-pressure: past session-buffer unacknowledged bytes, stop reading the
   // target; TCP flow control then slows it down.
-  set_target_reading(evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get()) <
-                     manager_.config().session_buffer);
+  set_target_reading(downstream_buffered() < manager_.config().session_buffer);
 }
 
 void Session::set_target_reading(bool on) {
@@ -428,9 +427,13 @@ evbuffer* Session::upstream_sink() const {
 
 uint64_t Session::upstream_written() const { return up_next_ - evbuffer_get_length(upstream_sink()); }
 
+// Downstream bytes the session holds: unsent, and sent but not acknowledged.
+size_t Session::downstream_buffered() const {
+  return evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get());
+}
+
 bool Session::downstream_held() const {
-  return resumable_ &&
-         evbuffer_get_length(down_.get()) + evbuffer_get_length(kept_.get()) >= manager_.config().session_buffer;
+  return resumable_ && downstream_buffered() >= manager_.config().session_buffer;
 }
 
 bool Session::upstream_full() const {

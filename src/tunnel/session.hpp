@@ -224,6 +224,7 @@ class Session {
   void set_target_reading(bool on);
   void do_target_write();
   void update_target_reading();
+  size_t downstream_buffered() const;
   evbuffer* upstream_sink() const;
   void advance_sent(size_t n);
   void notify();
