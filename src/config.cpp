@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "allocator.hpp"
+
 namespace netwine {
 namespace {
 
@@ -473,7 +475,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const std::st
     }
     if (arg == "--version") {
       ParseOutcome out;
-      out.message = std::string("netwine ") + NETWINE_VERSION + "\n";
+      out.message = std::string("netwine ") + NETWINE_VERSION + " (" + allocator_name() + ")\n";
       return out;
     }
     if (arg.rfind("--", 0) != 0) return fail("unexpected argument '" + arg + "' (see --help)");

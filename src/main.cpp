@@ -34,12 +34,16 @@ void raise_fd_limit() {
   }
 }
 
-// A relay frees and allocates buffer chains all the time; glibc's defaults hand
-// freed heap back to the kernel and take it again (brk churn, ~4% CPU in the
-// bench). Keep up to 64 MiB of freed heap instead of trimming at 128 KiB.
+// With the system malloc (a build without tcmalloc, meson.build): a relay frees
+// and allocates buffer chains all the time; glibc's defaults hand freed heap back
+// to the kernel and take it again (brk churn, ~4% CPU in the bench). Keep up to
+// 64 MiB of freed heap instead of trimming at 128 KiB. tcmalloc keeps freed memory
+// in its own caches and ignores mallopt().
 void tune_malloc() {
+#ifndef NETWINE_TCMALLOC
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+#endif
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUILD_PKGS="g++ meson ninja-build pkg-config libevent-dev libssl-dev nlohmann-json3-dev doctest-dev"
+BUILD_PKGS="g++ meson ninja-build pkg-config libevent-dev libssl-dev nlohmann-json3-dev doctest-dev libgoogle-perftools-dev"
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-websockets curl socat websockify chromium nodejs npm openssl procps iproute2 xvfb x11vnc novnc x11-xserver-utils"
 
 want="$BUILD_PKGS"

@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <nlohmann/json.hpp>
 
 #include "ascii.hpp"
@@ -129,6 +130,7 @@ void reply(evhttp_request* req, int status, const char* reason, evbuffer* body, 
     last_unlogged_client() = peer_address(req);
     start_times().erase(req);
   }
+  add_date_header(evhttp_request_get_output_headers(req));
   evhttp_send_reply(req, status, reason ? reason : reason_phrase(status), body);
 }
 
@@ -180,6 +182,22 @@ std::string redact_uri(std::string_view uri) {
     i = j + 1;
   }
   return out;
+}
+
+const char* date_value(std::time_t now) {
+  thread_local std::time_t formatted = -1;
+  thread_local char value[64];
+  if (now != formatted) {
+    std::tm t{};
+    gmtime_r(&now, &t);
+    evutil_date_rfc1123(value, sizeof value, &t);
+    formatted = now;
+  }
+  return value;
+}
+
+void add_date_header(evkeyvalq* headers) {
+  if (!evhttp_find_header(headers, "Date")) evhttp_add_header(headers, "Date", date_value(std::time(nullptr)));
 }
 
 const char* reason_phrase(int status) {

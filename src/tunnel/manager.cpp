@@ -10,6 +10,7 @@
 #include <event2/keyvalq_struct.h>
 #include <nlohmann/json.hpp>
 
+#include "allocator.hpp"
 #include "http/http_util.hpp"
 #include "log.hpp"
 #include "server.hpp"
@@ -646,6 +647,7 @@ void Manager::handle_status(evhttp_request* req) {
   Stats st = all_stats(true);
   nlohmann::json j;
   j["version"] = NETWINE_VERSION;
+  j["allocator"] = allocator_name();
   j["sessions_open"] = st.open;
   j["sessions_opened_total"] = st.opened;
   j["sessions_refused_total"] = st.refused;

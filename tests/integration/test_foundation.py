@@ -47,6 +47,44 @@ def test_version():
     assert r.returncode == 0 and r.stdout.startswith("netwine ")
 
 
+def built_with_tcmalloc():
+    """What meson found for this binary's build (meson.build, option `allocator`)."""
+    deps = BINARY.parent / "meson-info" / "intro-dependencies.json"
+    if not deps.exists():
+        pytest.fail(f"{deps} missing: cannot tell how {BINARY} was built")
+    return any(d["name"] == "libtcmalloc_minimal" for d in json.loads(deps.read_text()))
+
+
+def test_allocator_named_and_in_use(netwine):
+    """--version and /netwine/status name the malloc the process really runs on:
+    tcmalloc when the build found it (bound as malloc, not merely loaded), the
+    system malloc otherwise (sanitizer builds, -Dallocator=system)."""
+    import urllib.request
+    r = run_cli("--version")
+    named = r.stdout.strip().split(" (", 1)[1].rstrip(")")
+    if built_with_tcmalloc():
+        assert named.startswith("tcmalloc ") and "not in use" not in named, r.stdout
+    else:
+        assert named == "system malloc", r.stdout
+    n = netwine()
+    with urllib.request.urlopen(f"{n.base}/netwine/status", timeout=10) as resp:
+        assert json.loads(resp.read())["allocator"] == named
+    maps = open(f"/proc/{n.pid}/maps").read()
+    assert ("libtcmalloc_minimal" in maps) == named.startswith("tcmalloc "), named
+
+
+def test_allocator_bound_elsewhere_is_reported():
+    """If another malloc is bound first (LD_PRELOAD of glibc's own debugging malloc),
+    --version does not claim tcmalloc."""
+    if not built_with_tcmalloc():
+        pytest.skip("built without tcmalloc (a sanitizer build): its runtime refuses a preloaded malloc")
+    other = "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"  # part of Debian 12's libc6
+    r = subprocess.run([str(BINARY), "--version"], capture_output=True, text=True, timeout=10,
+                       env={**os.environ, "LD_PRELOAD": other})
+    assert r.returncode == 0, r.stderr
+    assert "linked but not in use" in r.stdout, r.stdout
+
+
 def test_bad_flag_exits_2_naming_it():
     r = run_cli("--no-such-flag")
     assert r.returncode == 2
