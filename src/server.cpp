@@ -793,7 +793,7 @@ bool Server::start_workers() {
     log::error("cannot create a socket: ", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     return false;
   }
-  workers_ = std::make_unique<WorkerPool>(config_, counts_);
+  workers_ = std::make_unique<WorkerPool>(config_, counts_, base_.get(), mailbox_.get());
   std::string error;
   if (!workers_->start(loops - 1, error)) {
     log::error(error);

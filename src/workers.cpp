@@ -1,7 +1,5 @@
 #include "workers.hpp"
 
-#include <chrono>
-#include <condition_variable>
 
 #include "log.hpp"
 #include "tls.hpp"
@@ -58,8 +56,10 @@ struct WorkerPool::Worker {
   std::thread thread;
 };
 
-WorkerPool::WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts)
-    : config_(config), counts_(std::move(counts)) {}
+WorkerPool::WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts, event_base* main_base,
+                       Mailbox* main_mailbox, double gather_bound)
+    : config_(config), counts_(std::move(counts)), main_base_(main_base), main_mailbox_(main_mailbox),
+      gather_bound_(gather_bound) {}
 
 WorkerPool::~WorkerPool() { stop(); }
 
@@ -111,35 +111,87 @@ bool WorkerPool::run_on(int worker, std::function<void(tunnel::Manager&)> fn) {
   return w->mailbox->post([w, fn = std::move(fn)] { fn(*w->manager); });
 }
 
-std::vector<tunnel::Stats> WorkerPool::gather(bool with_sessions) {
-  // Each worker fills its slot on its own thread; we wait for all, at most a
-  // second (a stopped worker never answers). Shared state outlives a late answer.
-  struct Shared {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<tunnel::Stats> stats;
-    size_t pending = 0;
-  };
-  auto shared = std::make_shared<Shared>();
-  shared->stats.resize(workers_.size());
-  shared->pending = workers_.size();
+// One gather() call: the answers so far, and the bound on waiting for the rest.
+struct WorkerPool::Gathering {
+  WorkerPool* pool = nullptr;
+  uint64_t id = 0;
+  std::vector<tunnel::Stats> stats;
+  std::vector<bool> answered;
+  size_t pending = 0;
+  std::function<void(std::vector<tunnel::Stats>)> done;
+  EventPtr bound;
+};
+
+void WorkerPool::gather(bool with_sessions, std::function<void(std::vector<tunnel::Stats>)> done) {
+  const uint64_t id = next_gathering_++;
+  auto g = std::make_unique<Gathering>();
+  g->pool = this;
+  g->id = id;
+  g->stats.resize(workers_.size());
+  g->answered.assign(workers_.size(), false);
+  g->pending = workers_.size();
+  g->done = std::move(done);
+  Gathering* raw = g.get();
+  gatherings_[id] = std::move(g);
   for (size_t i = 0; i < workers_.size(); ++i) {
-    bool posted = run_on(static_cast<int>(i), [shared, i, with_sessions](tunnel::Manager& m) {
-      tunnel::Stats st = m.stats(with_sessions);
-      std::lock_guard lock(shared->mu);
-      shared->stats[i] = std::move(st);
-      --shared->pending;
-      shared->cv.notify_all();
+    // The worker fills its entry on its own thread and posts it back here; an
+    // answer that comes after the bound finds no gathering and is dropped.
+    bool posted = run_on(static_cast<int>(i), [this, id, i, with_sessions](tunnel::Manager& m) {
+      main_mailbox_->post([this, id, i, st = m.stats(with_sessions)]() mutable { gathered(id, i, std::move(st)); });
     });
-    if (!posted) {
-      std::lock_guard lock(shared->mu);
-      --shared->pending;
+    if (!posted) {  // a stopped worker: nothing to wait for
+      raw->answered[i] = true;
+      --raw->pending;
     }
   }
-  std::unique_lock lock(shared->mu);
-  if (!shared->cv.wait_for(lock, std::chrono::seconds(1), [&] { return shared->pending == 0; }))
-    log::warn("status: a worker thread did not answer within 1 s; its sessions are missing");
-  return shared->stats;
+  if (raw->pending == 0) {
+    finish_gathering(id);
+    return;
+  }
+  // The timer's argument is the gathering, which owns the timer.
+  raw->bound.reset(evtimer_new(main_base_, [](evutil_socket_t, short, void* arg) {
+    auto* g = static_cast<Gathering*>(arg);
+    g->pool->finish_gathering(g->id);
+  }, raw));
+  if (!raw->bound) {
+    finish_gathering(id);
+    return;
+  }
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(gather_bound_);
+  tv.tv_usec = static_cast<suseconds_t>((gather_bound_ - static_cast<double>(tv.tv_sec)) * 1e6);
+  evtimer_add(raw->bound.get(), &tv);
+}
+
+void WorkerPool::gathered(uint64_t id, size_t worker, tunnel::Stats st) {
+  auto it = gatherings_.find(id);
+  if (it == gatherings_.end()) return;  // answered after the bound
+  Gathering& g = *it->second;
+  if (worker >= g.stats.size() || g.answered[worker]) return;
+  g.stats[worker] = std::move(st);
+  g.answered[worker] = true;
+  if (--g.pending == 0) finish_gathering(id);
+}
+
+void WorkerPool::finish_gathering(uint64_t id) {
+  auto it = gatherings_.find(id);
+  if (it == gatherings_.end()) return;
+  std::unique_ptr<Gathering> g = std::move(it->second);
+  gatherings_.erase(it);
+  if (g->pending > 0) {
+    std::string who;
+    for (size_t i = 0; i < g->answered.size(); ++i) {
+      if (g->answered[i]) continue;
+      g->stats[i].answered = false;
+      who += (who.empty() ? "" : ", ") + std::to_string(i + 1);
+    }
+    log::warn("status: worker thread(s) ", who, " did not answer within ", gather_bound_,
+              " s; their sessions are missing from this answer");
+  }
+  auto done = std::move(g->done);
+  auto stats = std::move(g->stats);
+  g.reset();  // and its timer, before `done` may start another gathering
+  done(std::move(stats));
 }
 
 void WorkerPool::each(const std::function<void(tunnel::Manager&)>& fn) {

@@ -5,6 +5,7 @@
 
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -44,8 +45,11 @@ class Mailbox {
 
 class WorkerPool final : public tunnel::Workers {
  public:
-  // No threads yet: start() makes them.
-  WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts);
+  // No threads yet: start() makes them. `main_base` and `main_mailbox` are the
+  // main loop's: gather() answers there. `gather_bound` is how long gather()
+  // waits for a worker, in seconds.
+  WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts, event_base* main_base,
+             Mailbox* main_mailbox, double gather_bound = 1.0);
   ~WorkerPool() override;
 
   // Starts `n` workers (--threads minus the main loop). False with `error` if
@@ -55,7 +59,7 @@ class WorkerPool final : public tunnel::Workers {
 
   int next_turn() override;
   bool run_on(int worker, std::function<void(tunnel::Manager&)> fn) override;
-  std::vector<tunnel::Stats> gather(bool with_sessions) override;
+  void gather(bool with_sessions, std::function<void(std::vector<tunnel::Stats>)> done) override;
 
   // Runs `fn` on every worker's thread.
   void each(const std::function<void(tunnel::Manager&)>& fn);
@@ -65,12 +69,22 @@ class WorkerPool final : public tunnel::Workers {
 
  private:
   struct Worker;
+  struct Gathering;
   static void run(Worker* w);
+  // A worker's answer to gathering `id` arrived (main thread).
+  void gathered(uint64_t id, size_t worker, tunnel::Stats st);
+  void finish_gathering(uint64_t id);
 
   const Config& config_;
   std::shared_ptr<tunnel::SessionCounts> counts_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  event_base* main_base_;
+  Mailbox* main_mailbox_;
+  double gather_bound_;
   size_t turn_ = 0;  // main thread only
+  // gather() calls waiting for workers, by id (main thread only).
+  std::map<uint64_t, std::unique_ptr<Gathering>> gatherings_;
+  uint64_t next_gathering_ = 0;
 };
 
 }  // namespace netwine

@@ -256,6 +256,10 @@ std::optional<std::string> query_param(evhttp_request* req, const char* name) {
   return query_value(query, name);
 }
 
+void free_abandoned(evhttp_request* req) {
+  if (!evhttp_request_get_connection(req)) evhttp_request_free(req);
+}
+
 const char* request_header(evhttp_request* req, const char* name) {
   return evhttp_find_header(evhttp_request_get_input_headers(req), name);
 }

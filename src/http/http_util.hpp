@@ -78,6 +78,14 @@ std::string peer_address(evhttp_request* req);
 // `uri` with anything that looks like a session key shortened (keys are never logged whole).
 std::string redact_uri(std::string_view uri);
 
+// For a request still without an answer whose connection has just closed (called
+// from the close callback): when the client left (EOF, reset, timeout) evhttp has
+// detached the request from its connection and no longer frees it, so this does
+// (not doing so leaked every abandoned long poll and held send); when the
+// connection is freed with the request still on it (evhttp_free at exit), evhttp
+// frees it and this does nothing.
+void free_abandoned(evhttp_request* req);
+
 // Header lookup on the request (case-insensitive); nullptr when absent.
 const char* request_header(evhttp_request* req, const char* name);
 

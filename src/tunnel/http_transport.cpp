@@ -77,15 +77,6 @@ void set_data_headers(evhttp_request* req, Framing framing, bool streaming) {
   evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
 }
 
-// Called from the connection's close callback for a request that has no complete
-// answer. When the client left (EOF, reset, timeout) evhttp has detached such a
-// request from its connection and no longer frees it: it is ours to free (not
-// doing so leaked every abandoned long poll and held send). When the connection is
-// freed with the request still on it (evhttp_free at exit), evhttp frees it.
-void free_abandoned(evhttp_request* req) {
-  if (!evhttp_request_get_connection(req)) evhttp_request_free(req);
-}
-
 void reply_connect_failure(evhttp_request* req, Session& s) {
   const auto& f = s.connect_failure();
   if (f.status) http::send_json_error(req, f.status, f.code, f.message);
@@ -262,7 +253,7 @@ class StreamTransport final : public Transport {
       s->detach(this);
     }
     http::log_request_done(req_, started_ ? 200 : 499, body_bytes_);
-    free_abandoned(req_);
+    http::free_abandoned(req_);
     release();
   }
 
@@ -401,7 +392,7 @@ class PollTransport final : public Transport {
       s->detach(this);
     }
     http::log_request_done(req_, 499, 0);  // the client closed the request first
-    free_abandoned(req_);
+    http::free_abandoned(req_);
     release();
   }
 
@@ -536,7 +527,7 @@ void hold_send(Manager& m, evhttp_request* req, Session& s, uint64_t offset, evb
     held_sends().erase(it);
     if (Session* s = h->m->find(key)) s->when_upstream_room(nullptr);
     http::log_request_done(h->req, 499, 0);
-    free_abandoned(h->req);
+    http::free_abandoned(h->req);
     // h->timer is not running (we are in the close callback): freeing it is safe.
   });
   s.when_upstream_room([key] { finish_held(key, false); });

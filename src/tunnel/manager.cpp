@@ -625,18 +625,38 @@ Stats Manager::stats(bool with_sessions) const {
   return st;
 }
 
-Stats Manager::all_stats(bool with_sessions) const {
-  Stats all = stats(with_sessions);
-  if (!workers_) return all;
-  for (Stats& w : workers_->gather(with_sessions)) {
-    all.open += w.open;
-    all.opened += w.opened;
-    all.refused += w.refused;
-    all.bytes_up += w.bytes_up;
-    all.bytes_down += w.bytes_down;
-    for (auto& e : w.sessions) all.sessions.push_back(std::move(e));
+void Manager::all_stats(evhttp_request* req, bool with_sessions, std::function<void(Stats)> done) {
+  if (!workers_) {
+    done(stats(with_sessions));
+    return;
   }
-  return all;
+  // The request waits for the workers' answers; if its client leaves first, it
+  // is freed and nothing is sent.
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  auto gone = std::make_shared<bool>(false);
+  if (conn) {
+    server().watch_close(conn, [req, gone] {
+      *gone = true;
+      http::log_request_done(req, 499, 0);
+      http::free_abandoned(req);
+    });
+  }
+  workers_->gather(with_sessions, [this, conn, gone, with_sessions, done = std::move(done)](std::vector<Stats> ws) {
+    if (*gone) return;
+    if (conn) server().unwatch_close(conn);
+    Stats all = stats(with_sessions);  // this thread's, as of now
+    for (size_t i = 0; i < ws.size(); ++i) {
+      Stats& w = ws[i];
+      if (!w.answered) all.unanswered.push_back(static_cast<int>(i) + 1);
+      all.open += w.open;
+      all.opened += w.opened;
+      all.refused += w.refused;
+      all.bytes_up += w.bytes_up;
+      all.bytes_down += w.bytes_down;
+      for (auto& e : w.sessions) all.sessions.push_back(std::move(e));
+    }
+    done(std::move(all));
+  });
 }
 
 void Manager::handle_status(evhttp_request* req) {
@@ -644,7 +664,10 @@ void Manager::handle_status(evhttp_request* req) {
     http::send_json_error(req, 403, "forbidden", "status is only shown to admin-allow addresses");
     return;
   }
-  Stats st = all_stats(true);
+  all_stats(req, true, [req](Stats st) { send_status(req, std::move(st)); });
+}
+
+void Manager::send_status(evhttp_request* req, Stats st) {
   nlohmann::json j;
   j["version"] = NETWINE_VERSION;
   j["allocator"] = allocator_name();
@@ -654,6 +677,9 @@ void Manager::handle_status(evhttp_request* req) {
   j["bytes_up_total"] = st.bytes_up;
   j["bytes_down_total"] = st.bytes_down;
   j["sessions"] = std::move(st.sessions);
+  // Worker threads that did not answer within a second: their sessions and
+  // numbers are missing above (the server log says so too).
+  if (!st.unanswered.empty()) j["threads_unanswered"] = st.unanswered;
   evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
   http::send_text(req, 200, j.dump(2) + "\n", "application/json");
 }
@@ -663,7 +689,10 @@ void Manager::handle_metrics(evhttp_request* req) {
     http::send_text(req, 403, "403 forbidden: metrics are only shown to admin-allow addresses\n");
     return;
   }
-  Stats st = all_stats(false);
+  all_stats(req, false, [req](Stats st) { send_metrics(req, st); });
+}
+
+void Manager::send_metrics(evhttp_request* req, const Stats& st) {
   std::ostringstream o;
   o << "# HELP netwine_sessions_open Sessions open now.\n# TYPE netwine_sessions_open gauge\n"
     << "netwine_sessions_open " << st.open << "\n"

@@ -50,6 +50,10 @@ struct SessionTicket {
 struct Stats {
   uint64_t open = 0, opened = 0, refused = 0, bytes_up = 0, bytes_down = 0;
   nlohmann::json sessions = nlohmann::json::array();  // filled on request
+  // A worker's entry in a gathering: false when it did not answer in time (the
+  // numbers above are then missing). Summed up: the threads that did not.
+  bool answered = true;
+  std::vector<int> unanswered;
 };
 
 class Manager;
@@ -64,8 +68,13 @@ class Workers {
   // Runs `fn` on worker `worker`'s thread with its Manager; false if that worker
   // has stopped (`fn` is dropped).
   virtual bool run_on(int worker, std::function<void(Manager&)> fn) = 0;
-  // Every worker's stats, gathered on its own thread (waits for them).
-  virtual std::vector<Stats> gather(bool with_sessions) = 0;
+  // Every worker's stats, each gathered on its own thread. Returns at once:
+  // `done` runs later on the main thread, with one entry per worker, once all
+  // have answered or the wait bound has passed (a worker that has not answered by
+  // then is left empty and logged). The main loop goes on meanwhile: a worker
+  // busy with ten thousand sessions' JSON holds up the status answer, not every
+  // other request.
+  virtual void gather(bool with_sessions, std::function<void(std::vector<Stats>)> done) = 0;
 };
 
 class Manager {
@@ -157,9 +166,13 @@ class Manager {
   void reap();
   void connect_target(Session* s, const SessionTicket& t);
   void handle_status(evhttp_request* req);
+  static void send_status(evhttp_request* req, Stats st);
+  static void send_metrics(evhttp_request* req, const Stats& st);
   bool admin_allowed(evhttp_request* req) const;
-  // This thread's stats plus every worker's.
-  Stats all_stats(bool with_sessions) const;
+  // This thread's stats plus every worker's, to `done` (on this thread; at once
+  // without workers). `req` is the request waiting for them: if its client leaves
+  // first, `done` is not called and the request is freed.
+  void all_stats(evhttp_request* req, bool with_sessions, std::function<void(Stats)> done);
   // One "session refused: limit reached" line, throttled: a client hammering a
   // limit must not flood the log.
   void log_limit_refusal(std::string line);

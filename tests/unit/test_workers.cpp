@@ -1,8 +1,11 @@
 // Mailbox and SessionCounts: the two things threads share (workers.hpp,
-// tunnel/counts.hpp), exercised from real threads against a real event loop.
+// tunnel/counts.hpp), and WorkerPool's gathering of the workers' stats for
+// status and metrics, exercised from real threads against a real event loop.
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -13,7 +16,9 @@
 
 using netwine::EventBasePtr;
 using netwine::Mailbox;
+using netwine::WorkerPool;
 using netwine::tunnel::SessionCounts;
+using netwine::tunnel::Stats;
 
 TEST_CASE("Mailbox runs posts from other threads on the loop's thread, each sender's in order") {
   REQUIRE(evthread_use_pthreads() == 0);
@@ -88,4 +93,119 @@ TEST_CASE("SessionCounts: limits in all and per client, shared by threads") {
   CHECK(shared.is_remote("KEY"));
   shared.remove_remote("KEY");
   CHECK_FALSE(shared.is_remote("KEY"));
+}
+
+namespace {
+
+// A worker held inside a posted function until release() (a worker busy with
+// something long, as far as the main loop can tell).
+struct Hold {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false, released = false;
+
+  void occupy(WorkerPool& pool, int worker) {
+    REQUIRE(pool.run_on(worker, [this](netwine::tunnel::Manager&) {
+      std::unique_lock lock(mu);
+      held = true;
+      cv.notify_all();
+      cv.wait(lock, [this] { return released; });
+    }));
+    std::unique_lock lock(mu);
+    cv.wait(lock, [this] { return held; });  // the worker is inside it now
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    released = true;
+    cv.notify_all();
+  }
+  bool is_released() {
+    std::lock_guard lock(mu);
+    return released;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("WorkerPool::gather answers on the main loop without holding it up, and gives up on a silent worker") {
+  REQUIRE(evthread_use_pthreads() == 0);
+  EventBasePtr base(event_base_new());
+  REQUIRE(base);
+  Mailbox mailbox(base.get());
+  netwine::Config config;
+  constexpr double kBound = 0.3;
+  WorkerPool pool(config, std::make_shared<SessionCounts>(), base.get(), &mailbox, kBound);
+  std::string error;
+  REQUIRE(pool.start(2, error));
+  const auto main_thread = std::this_thread::get_id();
+  timeval bound{30, 0};  // every wait below ends by itself; this only stops a broken build hanging
+
+  SUBCASE("a busy worker delays the answer, not the loop") {
+    Hold hold;
+    hold.occupy(pool, 0);
+    bool done = false, loop_ran_while_waiting = false, on_main = false;
+    size_t entries = 0, answered = 0;
+    pool.gather(false, [&](std::vector<Stats> st) {
+      done = true;
+      entries = st.size();
+      for (const Stats& s : st) answered += s.answered;
+      on_main = std::this_thread::get_id() == main_thread;
+      event_base_loopbreak(base.get());
+    });
+    CHECK_FALSE(done);  // gather() returned without waiting for the held worker
+    // Something else for the main loop while the gather waits: it runs, and only
+    // then lets the worker go.
+    struct Ctx {
+      bool* done;
+      bool* ran;
+      Hold* hold;
+    } ctx{&done, &loop_ran_while_waiting, &hold};
+    timeval zero{0, 0};
+    REQUIRE(event_base_once(base.get(), -1, EV_TIMEOUT, [](evutil_socket_t, short, void* arg) {
+      auto* c = static_cast<Ctx*>(arg);
+      *c->ran = !*c->done;
+      c->hold->release();
+    }, &ctx, &zero) == 0);
+    event_base_loopexit(base.get(), &bound);
+    event_base_loop(base.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+    CHECK(loop_ran_while_waiting);
+    CHECK(done);
+    CHECK(entries == 2);
+    CHECK(answered == 2);  // the held worker's answer was waited for
+    CHECK(on_main);
+  }
+
+  SUBCASE("a worker silent past the bound is left out; its late answer is dropped") {
+    Hold hold;
+    hold.occupy(pool, 1);
+    bool done = false, worker_still_held = false;
+    pool.gather(true, [&](std::vector<Stats> st) {
+      done = true;
+      worker_still_held = !hold.is_released();
+      REQUIRE(st.size() == 2);
+      CHECK(st[0].answered);
+      CHECK_FALSE(st[1].answered);
+      hold.release();  // its answer now comes after the gathering ended
+      event_base_loopbreak(base.get());
+    });
+    event_base_loopexit(base.get(), &bound);
+    event_base_loop(base.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+    CHECK(done);
+    CHECK(worker_still_held);  // answered by the bound, not by the worker
+    // The late answer arrives and is dropped; a new gathering gets both workers.
+    int calls = 0;
+    pool.gather(false, [&](std::vector<Stats> st) {
+      ++calls;
+      REQUIRE(st.size() == 2);
+      CHECK(st[0].answered);
+      CHECK(st[1].answered);
+      event_base_loopbreak(base.get());
+    });
+    event_base_loopexit(base.get(), &bound);
+    event_base_loop(base.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+    CHECK(calls == 1);
+  }
+
+  pool.stop();
+  mailbox.close();
 }
