@@ -11,8 +11,18 @@
 #                           Sets LASTPID.
 #   stop_bg PID             TERM, then KILL after 5 s, the group of PID
 #   stop_all                TERM, then KILL, every group start_bg started
+#   cpu_model               the CPU's model name, and "PCID" or "no PCID"
 
 STARTED=()
+
+# The CPU's model name and whether it offers PCID: this VM's host changes from
+# session to session (AMD EPYC without PCID, Intel Xeon with it), and the ratios
+# between relays change with it (docs/PERFORMANCE.md, "Another kind of host").
+cpu_model() {
+    local m
+    m=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+    if grep -qw pcid /proc/cpuinfo; then echo "${m:-unknown}, PCID"; else echo "${m:-unknown}, no PCID"; fi
+}
 
 port_busy() { ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .; }
 

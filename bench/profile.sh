@@ -71,6 +71,7 @@ RELAYS="netwine socat ref-threads ref-poll"
 
 {
     echo "date: $(date -Is)  host: $(uname -srm)  cpus: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "cpu: $(cpu_model)"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)  REPS=$REPS SECS=$SECS CONNS=$CONNS SIZE=$SIZE FREQ=$FREQ"
 } >"$OUT/meta.txt"
 

@@ -171,6 +171,7 @@ HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 {
     echo "date: $(date -Is)"
     echo "host: $(uname -srm)  cpus: $NCPU  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "cpu: $(cpu_model)"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
     echo "descriptor limit: $FD_LIMIT (K_WS $K_WS of $K_WS_WANTED wanted: two descriptors per WebSocket session)"
     echo "REPS=$REPS TPUT_SECS=$TPUT_SECS LAT_SECS=$LAT_SECS K=$K K_WS=$K_WS K_POLL=$K_POLL PIN=$PIN STREAM_SEND=$STREAM_SEND"
