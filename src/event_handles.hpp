@@ -21,6 +21,15 @@ struct Deleter {
 
 inline void free_dns_base(evdns_base* b) { evdns_base_free(b, 1); }
 
+// Seconds as the timeval libevent's timers take (a negative time is zero).
+inline timeval to_timeval(double s) {
+  if (s < 0) s = 0;
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(s);
+  tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
+  return tv;
+}
+
 using EventBasePtr = std::unique_ptr<event_base, Deleter<event_base_free>>;
 using EventPtr = std::unique_ptr<event, Deleter<event_free>>;
 using EvbufferPtr = std::unique_ptr<evbuffer, Deleter<evbuffer_free>>;

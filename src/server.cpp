@@ -34,13 +34,6 @@
 namespace netwine {
 namespace {
 
-timeval to_timeval(double seconds) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(seconds);
-  tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
-  return tv;
-}
-
 // Splits "HOST:PORT" / "[V6]:PORT" into a sockaddr. Returns an error text or "".
 std::string parse_listen(const std::string& spec, sockaddr_storage& ss, socklen_t& len) {
   std::string host, port;

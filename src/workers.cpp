@@ -1,6 +1,5 @@
 #include "workers.hpp"
 
-
 #include "log.hpp"
 #include "tls.hpp"
 #include "ws/ws_connection.hpp"
@@ -115,8 +114,7 @@ bool WorkerPool::run_on(int worker, std::function<void(tunnel::Manager&)> fn) {
 struct WorkerPool::Gathering {
   WorkerPool* pool = nullptr;
   uint64_t id = 0;
-  std::vector<tunnel::Stats> stats;
-  std::vector<bool> answered;
+  std::vector<tunnel::Stats> stats;  // `answered` false until the worker's arrive
   size_t pending = 0;
   std::function<void(std::vector<tunnel::Stats>)> done;
   EventPtr bound;
@@ -128,7 +126,7 @@ void WorkerPool::gather(bool with_sessions, std::function<void(std::vector<tunne
   g->pool = this;
   g->id = id;
   g->stats.resize(workers_.size());
-  g->answered.assign(workers_.size(), false);
+  for (auto& st : g->stats) st.answered = false;
   g->pending = workers_.size();
   g->done = std::move(done);
   Gathering* raw = g.get();
@@ -140,7 +138,7 @@ void WorkerPool::gather(bool with_sessions, std::function<void(std::vector<tunne
       main_mailbox_->post([this, id, i, st = m.stats(with_sessions)]() mutable { gathered(id, i, std::move(st)); });
     });
     if (!posted) {  // a stopped worker: nothing to wait for
-      raw->answered[i] = true;
+      raw->stats[i].answered = true;
       --raw->pending;
     }
   }
@@ -157,9 +155,7 @@ void WorkerPool::gather(bool with_sessions, std::function<void(std::vector<tunne
     finish_gathering(id);
     return;
   }
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(gather_bound_);
-  tv.tv_usec = static_cast<suseconds_t>((gather_bound_ - static_cast<double>(tv.tv_sec)) * 1e6);
+  timeval tv = to_timeval(gather_bound_);
   evtimer_add(raw->bound.get(), &tv);
 }
 
@@ -167,9 +163,8 @@ void WorkerPool::gathered(uint64_t id, size_t worker, tunnel::Stats st) {
   auto it = gatherings_.find(id);
   if (it == gatherings_.end()) return;  // answered after the bound
   Gathering& g = *it->second;
-  if (worker >= g.stats.size() || g.answered[worker]) return;
-  g.stats[worker] = std::move(st);
-  g.answered[worker] = true;
+  if (worker >= g.stats.size() || g.stats[worker].answered) return;
+  g.stats[worker] = std::move(st);  // answered, as a Stats is made
   if (--g.pending == 0) finish_gathering(id);
 }
 
@@ -180,11 +175,8 @@ void WorkerPool::finish_gathering(uint64_t id) {
   gatherings_.erase(it);
   if (g->pending > 0) {
     std::string who;
-    for (size_t i = 0; i < g->answered.size(); ++i) {
-      if (g->answered[i]) continue;
-      g->stats[i].answered = false;
-      who += (who.empty() ? "" : ", ") + std::to_string(i + 1);
-    }
+    for (size_t i = 0; i < g->stats.size(); ++i)
+      if (!g->stats[i].answered) who += (who.empty() ? "" : ", ") + std::to_string(i + 1);
     log::warn("status: worker thread(s) ", who, " did not answer within ", gather_bound_,
               " s; their sessions are missing from this answer");
   }

@@ -25,13 +25,6 @@ constexpr size_t kPollMaxPayload = 1024 * 1024;
 // While a response is held, the client may pipeline at most this much input.
 constexpr size_t kHeldInputCap = 64 * 1024;
 
-timeval to_timeval(double s) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(s);
-  tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
-  return tv;
-}
-
 bool parse_u64(const std::optional<std::string>& v, uint64_t& out) {
   out = 0;
   if (!v) return true;

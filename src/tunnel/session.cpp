@@ -26,13 +26,6 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-timeval to_timeval(double s) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(s);
-  tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
-  return tv;
-}
-
 }  // namespace
 
 Session::Session(Manager& manager, std::string key, std::string client, std::string origin,

@@ -93,14 +93,6 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-timeval to_timeval(double s) {
-  if (s < 0) s = 0;
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(s);
-  tv.tv_usec = static_cast<suseconds_t>((s - static_cast<double>(tv.tv_sec)) * 1e6);
-  return tv;
-}
-
 // Session close codes are chosen to be valid on the wire; anything else
 // (0 for "unset") becomes 1011 rather than a frame the browser would reject.
 uint16_t wire_code(int code) {
