@@ -22,11 +22,13 @@
 #   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
 #   TARGETS ["raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads
-#            netwine-tls netwine-mixed socat-tls websockify-tls"]  (raw: the echo
+#            ref-evhttp netwine-tls netwine-mixed socat-tls websockify-tls"]  (raw: the echo
 #            target itself, no relay; netwine-1t: netwine with --threads 1, one event loop (bulk
 #            threads still on); netwine-loop: netwine with --bulk-threads 0, every WebSocket on an event loop;
 #            ref-*: bench/refrelay.c, a minimal C relay doing the per-byte work a
 #            WebSocket bridge must do, on one epoll thread or a thread per direction;
+#            ref-evhttp: bench/refpoll.c, a minimal long-polling bridge on one evhttp loop
+#            (the polling tests only: what netwine's HTTP server can do at most on one loop);
 #            over TLS, with a throwaway P-256 certificate: netwine-tls: wss:// to netwine with
 #            --tls-cert/--tls-key (TLS and plain on one port, the usual set-up); netwine-mixed:
 #            plain ws:// to that same process; socat-tls: socat OPENSSL-LISTEN, a TLS-terminating
@@ -50,7 +52,7 @@ K=${K:-500}
 K_WS_WANTED=${K_WS:-10000}
 K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
-TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads netwine-tls netwine-mixed socat-tls websockify-tls"}
+TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads ref-evhttp netwine-tls netwine-mixed socat-tls websockify-tls"}
 TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
@@ -92,6 +94,12 @@ if ! gcc -O2 -Wall -pthread "$ROOT/bench/refrelay.c" -o "$WORK/refrelay" >>"$OUT
     log "could not build bench/refrelay.c: $OUT/build.log"
     exit 1
 fi
+# The reference long-polling bridge on one evhttp loop (docs/PERFORMANCE.md, "What
+# one evhttp loop can do"); needs libevent's headers, as netwine's build does.
+if ! gcc -O2 -Wall "$ROOT/bench/refpoll.c" -o "$WORK/refpoll" -levent >>"$OUT/build.log" 2>&1; then
+    log "could not build bench/refpoll.c: $OUT/build.log"
+    exit 1
+fi
 
 need_pkgs=()
 command -v socat >/dev/null || need_pkgs+=(socat)
@@ -121,7 +129,7 @@ nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
 ECHO=$((BASE + 1)) SINK=$((BASE + 2)) SOURCE=$((BASE + 3))
 declare -A PORT URL PROTO PID CMD
 PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[netwine-loop]=$((BASE + 12)) PORT[netwine-b]=$((BASE + 13)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
-PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41))
+PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41)) PORT[ref-evhttp]=$((BASE + 42))
 PORT[netwine-tls]=$((BASE + 14)) PORT[netwine-mixed]=$((BASE + 14)) PORT[socat-tls]=$((BASE + 21)) PORT[websockify-tls]=$((BASE + 31))
 # The TLS targets' certificate: made here, thrown away with $WORK. nwbench does not
 # verify it (loopback only).
@@ -140,6 +148,7 @@ bridge_cmd() {
     websockify-tls) echo "websockify --cert $WORK/cert.pem --key $WORK/key.pem 127.0.0.1:$2 127.0.0.1:$3" ;;
     ref-epoll) echo "$WORK/refrelay $2 $3 epoll" ;;
     ref-threads) echo "$WORK/refrelay $2 $3 threads" ;;
+    ref-evhttp) echo "$WORK/refpoll $2" ;;
     esac
 }
 CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --target 127.0.0.1:$SINK --target 127.0.0.1:$SOURCE --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
@@ -151,7 +160,7 @@ if [ -n "${NETWINE_B:-}" ]; then
     CMD[netwine-b]="${CMD[netwine-b]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-b]}}"
 fi
 CMD[netwine-tls]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-tls]}} --tls-cert $WORK/cert.pem --tls-key $WORK/key.pem"
-for t in socat websockify ref-epoll ref-threads socat-tls websockify-tls; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
+for t in socat websockify ref-epoll ref-threads ref-evhttp socat-tls websockify-tls; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[netwine-1t]="ws://127.0.0.1:${PORT[netwine-1t]}/netwine/ws?target=127.0.0.1:$ECHO"
@@ -167,6 +176,7 @@ URL[websockify-tls]="wss://127.0.0.1:${PORT[websockify-tls]}/"
 PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[netwine-b]=binary PROTO[websockify]=binary
 PROTO[netwine-tls]=binary PROTO[netwine-mixed]=binary PROTO[websockify-tls]=binary
 HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
+URL[ref-evhttp]="http://127.0.0.1:${PORT[ref-evhttp]}/netwine/"
 
 {
     echo "date: $(date -Is)"
@@ -205,7 +215,7 @@ for t in $TARGETS; do
     netwine-mixed)  # plain WebSockets to netwine-tls's own process
         [ -n "${PID[netwine-tls]:-}" ] || { log "netwine-mixed needs netwine-tls before it in TARGETS; skipped"; continue; }
         PID[$t]=${PID[netwine-tls]} ;;
-    netwine | netwine-1t | netwine-loop | netwine-tls | ref-epoll | ref-threads)
+    netwine | netwine-1t | netwine-loop | netwine-tls | ref-epoll | ref-threads | ref-evhttp)
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
     *) log "unknown target $t"; continue ;;
@@ -248,9 +258,10 @@ restart() { # TARGET
 # which tests apply to which target
 applies() { # TARGET TEST
     case $2 in
-    hold_ws | stream | poll_c1 | poll_c8 | poll_idle) [ "$1" = netwine ] ;;
-    conns) [ "$1" != raw ] && [ "$1" != netwine-mixed ] ;;  # (conns restarts the bridge: netwine-tls's process)
-    *) true ;;
+    hold_ws | stream | poll_idle) [ "$1" = netwine ] ;;
+    poll_c1 | poll_c8) [ "$1" = netwine ] || [ "$1" = ref-evhttp ] ;;
+    conns) [ "$1" != raw ] && [ "$1" != netwine-mixed ] && [ "$1" != ref-evhttp ] ;;  # (conns restarts the bridge: netwine-tls's process)
+    *) [ "$1" != ref-evhttp ] ;;  # it speaks only the polling transport
     esac
 }
 
@@ -307,8 +318,10 @@ run_test() { # REP TARGET TEST
         [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
         args=(ws-conns --url "$url" -k "$K_WS" --par 64 --hold 0.5 -t 100) ;;
     stream) args=(stream-tput --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -s "$STREAM_SEND" -t "$TPUT_SECS" --tpid "$TSPID") ;;
-    poll_c1) args=(poll-rtt --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -c 1 -t "$LAT_SECS") ;;
-    poll_c8) args=(poll-rtt --url "$HTTP_URL" --target "127.0.0.1:$ECHO" -c 8 -t "$LAT_SECS") ;;
+    poll_c1 | poll_c8)
+        local http_url=$HTTP_URL
+        [ "$t" = ref-evhttp ] && http_url=$url
+        args=(poll-rtt --url "$http_url" --target "127.0.0.1:$ECHO" -c "${test#poll_c}" -t "$LAT_SECS") ;;
     poll_idle)
         restart "$t"
         pid=${PID[$t]}

@@ -19,6 +19,9 @@ The TLS targets (netwine-tls: wss://, netwine-mixed: ws:// to that same TLS-conf
 process, socat-tls, websockify-tls) get a second table with netwine-tls / socat-tls,
 netwine-tls / websockify-tls and netwine-mixed / netwine (what serving TLS on the port
 costs plain WebSockets).
+ref-evhttp (bench/refpoll.c, a minimal long-polling bridge on one evhttp loop) runs
+only the polling tests; with it, the HTTP-transport table gains its column and
+netwine / ref-evhttp paired per rep.
 """
 import statistics
 import sys
@@ -212,6 +215,7 @@ def main():
                                              ratio(med(data, "netwine-mixed", test, key), med(data, "netwine", test, key))]
             print("| " + " | ".join(row) + " |")
     lines = []
+    with_evhttp = any(k[0] == "ref-evhttp" for k in data)
     for label, test, key, vs in NETWINE_ONLY:
         vals = data.get(("netwine", test, key), [])
         if not vals:
@@ -219,11 +223,19 @@ def main():
         extra = ""
         if vs:
             extra = f" (x{ratio(statistics.median(vals), med(data, 'netwine', vs, 'MBps'))} of netwine's WS 64 KiB x 1)"
-        lines.append(f"| {label} | {cell(vals)}{extra} |")
+        line = f"| {label} | {cell(vals)}{extra} |"
+        if with_evhttp:
+            ref = data.get(("ref-evhttp", test, key), [])
+            line += f" {cell(ref)} | {paired(data, 'netwine', 'ref-evhttp', test, key) if ref else '-'} |"
+        lines.append(line)
     if lines:
         print()
-        print("| netwine only (HTTP transports) | median [min-max] |")
-        print("|---|---|")
+        if with_evhttp:
+            print("| netwine only (HTTP transports) | median [min-max] | ref-evhttp | netwine/ref-evhttp per rep |")
+            print("|---|---|---|---|")
+        else:
+            print("| netwine only (HTTP transports) | median [min-max] |")
+            print("|---|---|")
         print("\n".join(lines))
     if errors:
         print()

@@ -61,3 +61,38 @@ def test_failed_runs_are_neither_in_the_medians_nor_paired(tmp_path):
     row = table_row(tmp_path, lines)
     assert row["netwine/socat per rep"] == "1.20"
     assert row["netwine"] == "120"
+
+
+def http_table(tmp_path, lines):
+    """The HTTP-transport table: {row label: {column: cell}}."""
+    results = tmp_path / "results.txt"
+    results.write_text("".join(lines))
+    out = subprocess.run([sys.executable, str(SUMMARIZE), str(results)], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    rows = [r for r in out.splitlines() if r.startswith("| ")]
+    start = next(i for i, r in enumerate(rows) if r.startswith("| netwine only (HTTP transports)"))
+    head = [c.strip() for c in rows[start].strip("|").split("|")]
+    table = {}
+    for r in rows[start + 1:]:
+        cells = [c.strip() for c in r.strip("|").split("|")]
+        table[cells[0]] = dict(zip(head, cells))
+    return table
+
+
+def poll_line(rep, target, rtps):
+    return f"rep={rep} target={target} test=poll_c8 rc=0 ok=1 rtps={rtps} p50_us=100\n"
+
+
+def test_the_reference_long_polling_bridge_gets_its_column_and_a_paired_ratio(tmp_path):
+    # ref-evhttp (bench/refpoll.c) runs only the polling tests: its figures sit beside
+    # netwine's in the HTTP-transport table, paired per rep (the host slows down rep
+    # by rep; netwine is 1.2x the reference in each).
+    ref = [20000, 15000, 10000]
+    lines = [poll_line(i + 1, "ref-evhttp", r) for i, r in enumerate(ref)]
+    lines += [poll_line(i + 1, "netwine", r * 1.2) for i, r in enumerate(ref)]
+    row = http_table(tmp_path, lines)["poll round trips/s, 8 sessions"]
+    assert row["ref-evhttp"] == "15000 [10000-20000]"
+    assert row["netwine/ref-evhttp per rep"] == "1.20 [1.20-1.20]"
+    # Without the reference the table keeps its two columns.
+    row = http_table(tmp_path, lines[len(ref):])["poll round trips/s, 8 sessions"]
+    assert list(row) == ["netwine only (HTTP transports)", "median [min-max]"]

@@ -4,12 +4,15 @@ as the client that produced it.
 """
 import os
 import pathlib
+import socket
 import subprocess
+import time
+import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 NWBENCH = pathlib.Path(os.environ.get("NWBENCH_BIN", ROOT / "build" / "bench" / "nwbench"))
 
@@ -104,3 +107,60 @@ def test_wss_runs_move_every_byte_through_tls(netwine, tcp_target, throwaway_cer
         assert kv.get("done") == "1" and int(kv["bytes"]) == total, kv
     else:  # 3 s, even of a sanitizer build: far more than the 1 MiB of the stuck client
         assert int(kv["bytes"]) > 16 << 20, kv
+
+
+def start_refpoll(tmp_path):
+    """Builds bench/refpoll.c as bench/run.sh does and starts it on a free port."""
+    exe = tmp_path / "refpoll"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", str(ROOT / "bench" / "refpoll.c"), "-o", str(exe), "-levent"],
+                   check=True, capture_output=True, timeout=120)
+    port = free_port()
+    proc = subprocess.Popen([str(exe), str(port)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:  # until it listens (bounded)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"refpoll did not listen: {proc.stderr.read().decode()}")
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("bridge", ["netwine", "ref-evhttp"])
+def test_poll_round_trips_are_verified_on_netwine_and_on_the_reference(netwine, tcp_target, tmp_path, bridge):
+    # The long-polling row of the table (poll-rtt) and its reference, bench/refpoll.c
+    # (run.sh's ref-evhttp): the client checks every echoed byte and its offset.
+    target = tcp_target("echo")
+    proc = None
+    if bridge == "netwine":
+        n = netwine("--target", target.address, "--access-log", "")
+        url = f"{n.base}/netwine/"
+    else:
+        proc, port = start_refpoll(tmp_path)
+        url = f"http://127.0.0.1:{port}/netwine/"
+    try:
+        kv, rc, err = nwbench("poll-rtt", "--url", url, "--target", target.address, "-c", "2", "-t", "1",
+                              timeout=60)
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, err
+    assert kv.get("ok") == "1" and kv.get("verify") == "ok" and kv.get("failed") == "0", kv
+    assert int(kv["rounds"]) > 0, kv
+
+
+def test_the_reference_refuses_what_it_does_not_know(tmp_path):
+    proc, port = start_refpoll(tmp_path)
+    try:
+        for path, status in [("/netwine/12345/poll", 404), ("/elsewhere", 404),
+                             ("/netwine/open?target=nohost", 400)]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=b"")
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=10)
+            assert e.value.code == status, path
+    finally:
+        proc.kill()
+        proc.wait()
