@@ -22,11 +22,13 @@
 #   K_POLL [2000] (idle polling sessions held by netwine: test poll_idle)
 #   PIN [none] | split  (split: every bridge on CPU1; client and echo target on CPU0)
 #   TARGETS ["raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads
-#            ref-evhttp netwine-tls netwine-mixed socat-tls websockify-tls"]  (raw: the echo
+#            ref-ws ref-evhttp netwine-tls netwine-mixed socat-tls websockify-tls"]  (raw: the echo
 #            target itself, no relay; netwine-1t: netwine with --threads 1, one event loop (bulk
 #            threads still on); netwine-loop: netwine with --bulk-threads 0, every WebSocket on an event loop;
 #            ref-*: bench/refrelay.c, a minimal C relay doing the per-byte work a
 #            WebSocket bridge must do, on one epoll thread or a thread per direction;
+#            ref-ws: bench/refws.c, a minimal WebSocket bridge in C (RFC 6455 framing and
+#            unmasking, a blocking thread per direction: the same client as netwine's);
 #            ref-evhttp: bench/refpoll.c, a minimal long-polling bridge on one evhttp loop
 #            (the polling tests only: what netwine's HTTP server can do at most on one loop);
 #            over TLS, with a throwaway P-256 certificate: netwine-tls: wss:// to netwine with
@@ -52,7 +54,7 @@ K=${K:-500}
 K_WS_WANTED=${K_WS:-10000}
 K_POLL=${K_POLL:-2000}
 PIN=${PIN:-none}
-TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads ref-evhttp netwine-tls netwine-mixed socat-tls websockify-tls"}
+TARGETS=${TARGETS:-"raw netwine netwine-1t netwine-loop socat websockify ref-epoll ref-threads ref-ws ref-evhttp netwine-tls netwine-mixed socat-tls websockify-tls"}
 TESTS=${TESTS:-"tput64k_c1 tput64k_c8 tput1k_c8 up64k_c1 down_c1 lat lat_cpu0 conns hold_ws stream poll_c1 poll_c8 poll_idle"}
 STREAM_SEND=${STREAM_SEND:-256K}
 BUILD=${BUILD:-build-bench}
@@ -100,6 +102,11 @@ if ! gcc -O2 -Wall "$ROOT/bench/refpoll.c" -o "$WORK/refpoll" -levent >>"$OUT/bu
     log "could not build bench/refpoll.c: $OUT/build.log"
     exit 1
 fi
+# The reference WebSocket bridge (docs/PERFORMANCE.md, "The floor of a WebSocket bridge").
+if ! gcc -O2 -Wall -pthread "$ROOT/bench/refws.c" -o "$WORK/refws" -lcrypto >>"$OUT/build.log" 2>&1; then
+    log "could not build bench/refws.c: $OUT/build.log"
+    exit 1
+fi
 
 need_pkgs=()
 command -v socat >/dev/null || need_pkgs+=(socat)
@@ -129,7 +136,7 @@ nprocs_group() { pgrep -g "$1" 2>/dev/null | wc -l; }
 ECHO=$((BASE + 1)) SINK=$((BASE + 2)) SOURCE=$((BASE + 3))
 declare -A PORT URL PROTO PID CMD
 PORT[netwine]=$((BASE + 10)) PORT[netwine-1t]=$((BASE + 11)) PORT[netwine-loop]=$((BASE + 12)) PORT[netwine-b]=$((BASE + 13)) PORT[socat]=$((BASE + 20)) PORT[websockify]=$((BASE + 30))
-PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41)) PORT[ref-evhttp]=$((BASE + 42))
+PORT[ref-epoll]=$((BASE + 40)) PORT[ref-threads]=$((BASE + 41)) PORT[ref-evhttp]=$((BASE + 42)) PORT[ref-ws]=$((BASE + 43))
 PORT[netwine-tls]=$((BASE + 14)) PORT[netwine-mixed]=$((BASE + 14)) PORT[socat-tls]=$((BASE + 21)) PORT[websockify-tls]=$((BASE + 31))
 # The TLS targets' certificate: made here, thrown away with $WORK. nwbench does not
 # verify it (loopback only).
@@ -149,6 +156,7 @@ bridge_cmd() {
     ref-epoll) echo "$WORK/refrelay $2 $3 epoll" ;;
     ref-threads) echo "$WORK/refrelay $2 $3 threads" ;;
     ref-evhttp) echo "$WORK/refpoll $2" ;;
+    ref-ws) echo "$WORK/refws $2 $3" ;;
     esac
 }
 CMD[netwine]="$NETWINE --listen 127.0.0.1:${PORT[netwine]} --target 127.0.0.1:$ECHO --target 127.0.0.1:$SINK --target 127.0.0.1:$SOURCE --access-log '' --max-sessions-per-client 100000 --max-sessions 100000"
@@ -160,7 +168,7 @@ if [ -n "${NETWINE_B:-}" ]; then
     CMD[netwine-b]="${CMD[netwine-b]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-b]}}"
 fi
 CMD[netwine-tls]="${CMD[netwine]/--listen 127.0.0.1:${PORT[netwine]}/--listen 127.0.0.1:${PORT[netwine-tls]}} --tls-cert $WORK/cert.pem --tls-key $WORK/key.pem"
-for t in socat websockify ref-epoll ref-threads ref-evhttp socat-tls websockify-tls; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
+for t in socat websockify ref-epoll ref-threads ref-ws ref-evhttp socat-tls websockify-tls; do CMD[$t]=$(bridge_cmd "$t" "${PORT[$t]}" "$ECHO"); done
 URL[raw]="tcp://127.0.0.1:$ECHO"
 URL[netwine]="ws://127.0.0.1:${PORT[netwine]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[netwine-1t]="ws://127.0.0.1:${PORT[netwine-1t]}/netwine/ws?target=127.0.0.1:$ECHO"
@@ -173,10 +181,11 @@ URL[netwine-tls]="wss://127.0.0.1:${PORT[netwine-tls]}/netwine/ws?target=127.0.0
 URL[netwine-mixed]="ws://127.0.0.1:${PORT[netwine-tls]}/netwine/ws?target=127.0.0.1:$ECHO"
 URL[socat-tls]="tls://127.0.0.1:${PORT[socat-tls]}"
 URL[websockify-tls]="wss://127.0.0.1:${PORT[websockify-tls]}/"
-PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[netwine-b]=binary PROTO[websockify]=binary
+PROTO[netwine]=binary PROTO[netwine-1t]=binary PROTO[netwine-loop]=binary PROTO[netwine-b]=binary PROTO[websockify]=binary PROTO[ref-ws]=binary
 PROTO[netwine-tls]=binary PROTO[netwine-mixed]=binary PROTO[websockify-tls]=binary
 HTTP_URL="http://127.0.0.1:${PORT[netwine]}/netwine/"
 URL[ref-evhttp]="http://127.0.0.1:${PORT[ref-evhttp]}/netwine/"
+URL[ref-ws]="ws://127.0.0.1:${PORT[ref-ws]}/"
 
 {
     echo "date: $(date -Is)"
@@ -215,7 +224,7 @@ for t in $TARGETS; do
     netwine-mixed)  # plain WebSockets to netwine-tls's own process
         [ -n "${PID[netwine-tls]:-}" ] || { log "netwine-mixed needs netwine-tls before it in TARGETS; skipped"; continue; }
         PID[$t]=${PID[netwine-tls]} ;;
-    netwine | netwine-1t | netwine-loop | netwine-tls | ref-epoll | ref-threads | ref-evhttp)
+    netwine | netwine-1t | netwine-loop | netwine-tls | ref-epoll | ref-threads | ref-ws | ref-evhttp)
         eval "start_bg $t ${PORT[$t]} ${CMD[$t]}"
         PID[$t]=$LASTPID ;;
     *) log "unknown target $t"; continue ;;
@@ -292,7 +301,7 @@ run_test() { # REP TARGET TEST
             [ -n "${PROTO[$t]:-}" ] && common+=(--proto "${PROTO[$t]}")
             [ "$PIN" = split ] && pin_tree "$pid" 1
             case $t in
-            websockify) url="ws://127.0.0.1:$dport/" ;;
+            websockify | ref-ws) url="ws://127.0.0.1:$dport/" ;;
             websockify-tls) url="wss://127.0.0.1:$dport/" ;;
             socat-tls) url="tls://127.0.0.1:$dport" ;;
             *) url="tcp://127.0.0.1:$dport" ;;

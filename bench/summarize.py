@@ -19,6 +19,9 @@ The TLS targets (netwine-tls: wss://, netwine-mixed: ws:// to that same TLS-conf
 process, socat-tls, websockify-tls) get a second table with netwine-tls / socat-tls,
 netwine-tls / websockify-tls and netwine-mixed / netwine (what serving TLS on the port
 costs plain WebSockets).
+ref-ws (bench/refws.c) is a minimal WebSocket bridge in C, driven by the same
+WebSocket client as netwine: with it, netwine / ref-ws and ref-ws / socat, both paired
+per rep (the second is what the WebSocket protocol itself costs against a raw relay).
 ref-evhttp (bench/refpoll.c, a minimal long-polling bridge on one evhttp loop) runs
 only the polling tests; with it, the HTTP-transport table gains its column and
 netwine / ref-evhttp paired per rep.
@@ -27,7 +30,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-TARGETS = ["netwine", "netwine-b", "netwine-1t", "netwine-loop", "socat", "websockify", "ref-epoll", "ref-threads", "raw"]
+TARGETS = ["netwine", "netwine-b", "netwine-1t", "netwine-loop", "socat", "websockify", "ref-epoll", "ref-threads",
+           "ref-ws", "raw"]
 TLS_TARGETS = ["netwine-tls", "netwine-mixed", "socat-tls", "websockify-tls"]
 
 # (label, test, key, better, transform)
@@ -166,6 +170,9 @@ def main():
     with_ref = "ref-epoll" in present
     if with_ref:
         head.append("netwine/ref-epoll")
+    with_ws = "ref-ws" in present
+    if with_ws:
+        head += ["netwine/ref-ws per rep", "ref-ws/socat per rep"]
     with_1t = "netwine-1t" in present
     if with_1t:
         head.append("netwine-1t/socat")
@@ -187,6 +194,8 @@ def main():
                                          ratio(n, med(data, "websockify", test, key))]
         if with_ref:
             row.append(ratio(n, med(data, "ref-epoll", test, key)))
+        if with_ws:
+            row += [paired(data, "netwine", "ref-ws", test, key), paired(data, "ref-ws", "socat", test, key)]
         if with_1t:
             row.append(ratio(med(data, "netwine-1t", test, key), med(data, "socat", test, key)))
         if with_loop:

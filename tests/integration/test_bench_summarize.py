@@ -96,3 +96,15 @@ def test_the_reference_long_polling_bridge_gets_its_column_and_a_paired_ratio(tm
     # Without the reference the table keeps its two columns.
     row = http_table(tmp_path, lines[len(ref):])["poll round trips/s, 8 sessions"]
     assert list(row) == ["netwine only (HTTP transports)", "median [min-max]"]
+
+
+def test_the_reference_websocket_bridge_gets_paired_ratios_with_netwine_and_socat(tmp_path):
+    # Per rep: socat 100/200/300, ref-ws 0.9x socat, netwine 1.1x ref-ws.
+    socat = [100, 200, 300]
+    lines = [line(i + 1, "socat", s) for i, s in enumerate(socat)]
+    lines += [line(i + 1, "ref-ws", s * 0.9) for i, s in enumerate(socat)]
+    lines += [line(i + 1, "netwine", s * 0.9 * 1.1) for i, s in enumerate(socat)]
+    row = table_row(tmp_path, lines)
+    assert row["ref-ws"] == "180 [90.0-270]"
+    assert row["netwine/ref-ws per rep"] == "1.10 [1.10-1.10]"
+    assert row["ref-ws/socat per rep"] == "0.90 [0.90-0.90]"

@@ -1,7 +1,10 @@
 """bench/nwbench, the load generator behind the README's performance table, checked
 against a real netwine and a real echo target: a benchmark number is only as good
-as the client that produced it.
+as the client that produced it. And the reference bridges the table compares netwine
+with (bench/refws.c, bench/refpoll.c), built as bench/run.sh builds them: a reference
+that dropped or reordered bytes would flatter itself.
 """
+import asyncio
 import os
 import pathlib
 import socket
@@ -11,6 +14,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import websockets.client
 
 from conftest import ROOT, free_port
 
@@ -109,13 +113,13 @@ def test_wss_runs_move_every_byte_through_tls(netwine, tcp_target, throwaway_cer
         assert int(kv["bytes"]) > 16 << 20, kv
 
 
-def start_refpoll(tmp_path):
-    """Builds bench/refpoll.c as bench/run.sh does and starts it on a free port."""
-    exe = tmp_path / "refpoll"
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", str(ROOT / "bench" / "refpoll.c"), "-o", str(exe), "-levent"],
+def start_fixture(tmp_path, source, libs, *args):
+    """Builds a bench/ C fixture as bench/run.sh does and starts it; returns (process, port)."""
+    exe = tmp_path / pathlib.Path(source).stem
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-pthread", str(ROOT / "bench" / source), "-o", str(exe), *libs],
                    check=True, capture_output=True, timeout=120)
     port = free_port()
-    proc = subprocess.Popen([str(exe), str(port)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([str(exe), str(port), *args], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:  # until it listens (bounded)
         try:
@@ -124,7 +128,7 @@ def start_refpoll(tmp_path):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise AssertionError(f"refpoll did not listen: {proc.stderr.read().decode()}")
+                raise AssertionError(f"{source} did not listen: {proc.stderr.read().decode()}")
             time.sleep(0.02)
 
 
@@ -138,7 +142,7 @@ def test_poll_round_trips_are_verified_on_netwine_and_on_the_reference(netwine, 
         n = netwine("--target", target.address, "--access-log", "")
         url = f"{n.base}/netwine/"
     else:
-        proc, port = start_refpoll(tmp_path)
+        proc, port = start_fixture(tmp_path, "refpoll.c", ["-levent"])
         url = f"http://127.0.0.1:{port}/netwine/"
     try:
         kv, rc, err = nwbench("poll-rtt", "--url", url, "--target", target.address, "-c", "2", "-t", "1",
@@ -153,7 +157,7 @@ def test_poll_round_trips_are_verified_on_netwine_and_on_the_reference(netwine, 
 
 
 def test_the_reference_refuses_what_it_does_not_know(tmp_path):
-    proc, port = start_refpoll(tmp_path)
+    proc, port = start_fixture(tmp_path, "refpoll.c", ["-levent"])
     try:
         for path, status in [("/netwine/12345/poll", 404), ("/elsewhere", 404),
                              ("/netwine/open?target=nohost", 400)]:
@@ -161,6 +165,46 @@ def test_the_reference_refuses_what_it_does_not_know(tmp_path):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(req, timeout=10)
             assert e.value.code == status, path
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("size", ["64K", "37"])
+def test_the_reference_websocket_bridge_relays_every_byte(tcp_target, tmp_path, size):
+    # bench/refws.c (run.sh's ref-ws) against the load client netwine gets: its
+    # handshake, its decoding of frames split anywhere by the reads (37-byte
+    # messages), its unmasking; nwbench compares every echoed byte.
+    target = tcp_target("echo")
+    proc, port = start_fixture(tmp_path, "refws.c", ["-lcrypto"], str(target.port))
+    try:
+        kv, rc, err = nwbench("ws-tput", "--url", f"ws://127.0.0.1:{port}/", "--proto", "binary", "-c", "2",
+                              "-s", size, "-m", str(4 << 20), "-t", "30", timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 0, err
+    assert kv.get("verify") == "ok" and kv.get("done") == "2", kv  # both connections sent all
+    assert int(kv["bytes"]) >= 2 * (4 << 20)
+
+
+def test_the_reference_websocket_bridge_answers_pings_and_speaks_to_a_library_client(tcp_target, tmp_path):
+    target = tcp_target("echo")
+    proc, port = start_fixture(tmp_path, "refws.c", ["-lcrypto"], str(target.port))
+
+    async def talk():
+        async with websockets.client.connect(f"ws://127.0.0.1:{port}/", subprotocols=["binary"],
+                                             ping_interval=None) as ws:
+            assert ws.subprotocol == "binary"
+            pong = await ws.ping(b"are you there")
+            await asyncio.wait_for(pong, 10)
+            await ws.send(b"x" * 70000)
+            got = b""
+            while len(got) < 70000:
+                got += await asyncio.wait_for(ws.recv(), 10)
+            assert got == b"x" * 70000
+    try:
+        asyncio.run(talk())
     finally:
         proc.kill()
         proc.wait()
