@@ -43,6 +43,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "refcommon.h"
+
 enum { kBuf = 256 * 1024 };
 enum mode { EPOLL, THREADS, SPLICE, COPY, POLL, POLL2 };
 static enum mode g_mode;
@@ -59,19 +61,6 @@ static void extra_pass(const unsigned char *p, size_t n) {
     scratch[i] = w ^ key;
   }
   __asm__ volatile("" : : "r"(scratch) : "memory");
-}
-
-static int connect_target(void) {
-  int t = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_target_port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (t < 0 || connect(t, (struct sockaddr *)&a, sizeof a) != 0) {
-    if (t >= 0) close(t);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(t, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return t;
 }
 
 /* ------------------------------------------------------------ threads */
@@ -315,7 +304,7 @@ static void run_epoll(int ls) {
       if (!s) {
         int c = accept4(ls, NULL, NULL, SOCK_NONBLOCK);
         if (c < 0) continue;
-        int t = connect_target();
+        int t = connect_loopback(g_target_port);
         if (t < 0) {
           close(c);
           continue;
@@ -380,7 +369,7 @@ int main(int argc, char **argv) {
   for (;;) {
     int c = accept(ls, NULL, NULL);
     if (c < 0) continue;
-    int t = connect_target();
+    int t = connect_loopback(g_target_port);
     if (t < 0) {
       close(c);
       continue;

@@ -38,6 +38,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "refcommon.h"
+
 enum { kBuf = 256 * 1024, kMaxRequest = 8192 };
 static int g_target_port;
 
@@ -228,19 +230,6 @@ static ssize_t handshake(int fd, uint8_t *buf) {
   return (ssize_t)(got - head);
 }
 
-static int connect_target(void) {
-  int t = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_target_port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (t < 0 || connect(t, (struct sockaddr *)&a, sizeof a) != 0) {
-    if (t >= 0) close(t);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(t, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return t;
-}
-
 /* client -> target, after the handshake; starts the other direction. */
 static void *upstream(void *arg) {
   struct conn *c = arg;
@@ -249,7 +238,7 @@ static void *upstream(void *arg) {
   pthread_t down;
   int have_down = 0;
   ssize_t n = buf ? handshake(c->client, buf) : -1;
-  if (n >= 0) c->target = connect_target();
+  if (n >= 0) c->target = connect_loopback(g_target_port);
   if (n >= 0 && c->target >= 0) have_down = pthread_create(&down, NULL, downstream, c) == 0;
   while (have_down) {
     ssize_t payload = n > 0 ? decode(c, &d, buf, (size_t)n) : 0;
