@@ -144,15 +144,24 @@ static void handle_open(struct evhttp_request *req, const char *target) {
   struct sockaddr_in a = {.sin_family = AF_INET};
   char host[64];
   const char *colon = target ? strrchr(target, ':') : NULL;
-  if (!colon || (size_t)(colon - target) >= sizeof host) return reply_text(req, 400, "bad target\n");
+  if (!colon || (size_t)(colon - target) >= sizeof host) {
+    reply_text(req, 400, "bad target\n");
+    return;
+  }
   memcpy(host, target, (size_t)(colon - target));
   host[colon - target] = 0;
   a.sin_port = htons((uint16_t)atoi(colon + 1));
-  if (inet_pton(AF_INET, host, &a.sin_addr) != 1) return reply_text(req, 400, "bad target\n");
+  if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+    reply_text(req, 400, "bad target\n");
+    return;
+  }
   struct session *s = NULL;
   for (size_t i = 0; i < g_nsessions && !s; i++)
     if (!g_sessions[i].key) s = &g_sessions[i];
-  if (!s) return reply_text(req, 503, "too many sessions\n");
+  if (!s) {
+    reply_text(req, 503, "too many sessions\n");
+    return;
+  }
   /* The key names its slot: (key - 1) % g_nsessions. */
   s->key = (g_generation++) * g_nsessions + (uint64_t)(s - g_sessions) + 1;
   s->down = evbuffer_new();
@@ -193,7 +202,10 @@ static void on_request(struct evhttp_request *req, void *arg) {
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *path = evhttp_uri_get_path(uri);
   static const char prefix[] = "/netwine/";
-  if (!path || strncmp(path, prefix, sizeof prefix - 1) != 0) return reply_text(req, 404, "not found\n");
+  if (!path || strncmp(path, prefix, sizeof prefix - 1) != 0) {
+    reply_text(req, 404, "not found\n");
+    return;
+  }
   path += sizeof prefix - 1;
   struct evkeyvalq q;
   const char *query = evhttp_uri_get_query(uri);
