@@ -45,18 +45,18 @@ start_bg() {
 
 stop_bg() {
     local p=$1 i keep=()
-    kill -TERM -- "-$p" 2>/dev/null
+    kill -TERM -- "-$p" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$p" 2>/dev/null
+    kill -KILL -- "-$p" 2>/dev/null || true
     for i in "${STARTED[@]}"; do [ "$i" != "$p" ] && keep+=("$i"); done
     STARTED=("${keep[@]}")
 }
 
 stop_all() {
     local p
-    for p in "${STARTED[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
+    for p in "${STARTED[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
     sleep 0.3
-    for p in "${STARTED[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
+    for p in "${STARTED[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
     STARTED=()
     return 0  # a group already gone is not a failure (scripts under set -e)
 }

@@ -1356,6 +1356,7 @@ class LatConn final : public EchoConn {
     fire();
   }
   std::vector<uint32_t>& samples() { return samples_; }
+  uint64_t round_trips() const { return msg_; }  // warm-up included
 
  private:
   void on_ready() override { loop_.stop(); }
@@ -1422,17 +1423,24 @@ int run_ws_lat(const Options& o, const Endpoint& ep) {
     std::printf("%s ok=0 error=%s\n", head, c.failed() ? c.error().c_str() : "timeout");
     return kExitSetup;
   }
+  // CPU over the warm-up and the measurement alike, with every round trip made
+  // in them (rts=): the CPU per round trip, steadier than a percentile on a
+  // noisy host (bench/ab.sh prints the bridge's).
+  CpuMeter cpu(o.pid, o.tpid);
+  cpu.start();
   double t0 = now_s();
   c.start(t0 + o.warm, t0 + o.warm + o.secs);
   loop.run_for(o.warm + o.secs + 5);
+  std::string cpu_kv = cpu.stop();
   auto& s = c.samples();
   if (s.size() < 10) {
     std::printf("%s ok=0 count=%zu error=%s\n", head, s.size(), c.failed() ? c.error().c_str() : "too_few");
     return g_mismatch.empty() ? kExitSetup : kExitMismatch;
   }
   char line[1024];
-  std::snprintf(line, sizeof line, "%s ok=%d count=%zu secs=%.2f rtps=%.0f%s", head, c.failed() ? 0 : 1, s.size(),
-                o.secs, static_cast<double>(s.size()) / o.secs, percentiles(s).c_str());
+  std::snprintf(line, sizeof line, "%s ok=%d count=%zu secs=%.2f rtps=%.0f%s rts=%" PRIu64 "%s", head,
+                c.failed() ? 0 : 1, s.size(), o.secs, static_cast<double>(s.size()) / o.secs, percentiles(s).c_str(),
+                c.round_trips(), cpu_kv.c_str());
   return finish_line(line);
 }
 

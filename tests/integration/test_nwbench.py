@@ -208,3 +208,54 @@ def test_the_reference_websocket_bridge_answers_pings_and_speaks_to_a_library_cl
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_latency_runs_report_the_bridges_cpu_with_every_round_trip(netwine, tcp_target):
+    # ws-lat's CPU fields and rts= (round trips of warm-up and measurement alike),
+    # from which bench/ab.sh derives the bridge's CPU per round trip.
+    target = tcp_target("echo")
+    n = netwine("--target", target.address, "--access-log", "")
+    kv, rc, err = nwbench("ws-lat", "--url", f"ws://{n.host}:{n.port}/netwine/ws?target={target.address}",
+                          "--proto", "binary", "-t", "1", "--warm", "0.2", "--pid", str(n.pid), timeout=60)
+    assert rc == 0, err
+    assert kv.get("ok") == "1" and kv.get("verify") == "ok", kv
+    assert int(kv["rts"]) >= int(kv["count"]) >= 10, kv  # the warm-up's round trips come on top
+    assert float(kv["server_cpu_s"]) > 0 and float(kv["client_cpu_s"]) > 0, kv
+
+
+def ab(mode, a, b, tmp_path):
+    """bench/ab.sh, one alternation of 1 s runs; returns {label: {figure: median}} and the A/B line."""
+    env = dict(os.environ, MODE=mode, N="1", T="1", NWBENCH=str(NWBENCH), BASE_PORT=str(free_port()),
+               TMPDIR=str(tmp_path))
+    p = subprocess.run(["bash", str(ROOT / "bench" / "ab.sh"), a, b], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows, ratio = {}, None
+    for line in p.stdout.splitlines():
+        label, _, rest = line.partition(": ")
+        if label in ("A", "B"):  # "NAME MEDIAN [MIN-MAX]" pairs, two spaces apart
+            rows[label] = {f.rsplit(" ", 2)[0]: float(f.rsplit(" ", 2)[1]) for f in rest.split("  ")[:-1]}
+        elif label == "A/B":
+            ratio = rest
+    assert set(rows) == {"A", "B"} and ratio, p.stdout
+    return rows, ratio
+
+
+def test_ab_compares_netwine_with_the_reference_bridge_per_round_trip(tmp_path):
+    from conftest import BINARY
+    rows, _ = ab("ws-lat", str(BINARY), "ref-ws", tmp_path)
+    for label in "AB":
+        r = rows[label]
+        assert 0 < r["p50 us"] <= r["p99 us"], rows
+        assert r["bridge CPU-us/rt"] > 0, rows
+
+
+def test_ab_counts_the_whole_machines_cpu_per_gb_beside_socat(tmp_path):
+    # "all CPU-s/GB" adds the client's and the target's CPU to the bridge's.
+    from conftest import BINARY
+    rows, ratio = ab("ws-tput", str(BINARY), "socat", tmp_path)
+    for label in "AB":
+        r = rows[label]
+        assert r["MB/s"] > 0, rows
+        assert r["all CPU-s/GB"] > r["bridge CPU-s/GB"] > 0, rows
+    assert "MB/s per pair" in ratio
