@@ -7,6 +7,7 @@ that dropped or reordered bytes would flatter itself.
 import asyncio
 import os
 import pathlib
+import random
 import socket
 import subprocess
 import time
@@ -225,10 +226,13 @@ def test_latency_runs_report_the_bridges_cpu_with_every_round_trip(netwine, tcp_
 
 def ab(mode, a, b, tmp_path):
     """bench/ab.sh, one alternation of 1 s runs; returns {label: {figure: median}} and the A/B line."""
-    env = dict(os.environ, MODE=mode, N="1", T="1", NWBENCH=str(NWBENCH), BASE_PORT=str(free_port()),
-               TMPDIR=str(tmp_path))
-    p = subprocess.run(["bash", str(ROOT / "bench" / "ab.sh"), a, b], capture_output=True, text=True,
-                       env=env, timeout=120)
+    for attempt in range(3):  # ab.sh listens on BASE_PORT+1, +11, +12: another base if one is taken
+        env = dict(os.environ, MODE=mode, N="1", T="1", NWBENCH=str(NWBENCH),
+                   BASE_PORT=str(random.randrange(20000, 30000)), TMPDIR=str(tmp_path))
+        p = subprocess.run(["bash", str(ROOT / "bench" / "ab.sh"), a, b], capture_output=True, text=True,
+                           env=env, timeout=120)
+        if "busy" not in p.stderr:
+            break
     assert p.returncode == 0, p.stdout + p.stderr
     rows, ratio = {}, None
     for line in p.stdout.splitlines():
