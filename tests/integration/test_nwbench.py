@@ -263,3 +263,18 @@ def test_ab_counts_the_whole_machines_cpu_per_gb_beside_socat(tmp_path):
         assert r["MB/s"] > 0, rows
         assert r["all CPU-s/GB"] > r["bridge CPU-s/GB"] > 0, rows
     assert "MB/s per pair" in ratio
+
+
+def test_mailbox_hop_measures_round_trips_between_two_loops():
+    # bench/experiments/mailbox_hop.cpp, the cost of a hand-over between event loops
+    # quoted in docs/PERFORMANCE.md: every chain's hops arrive, and each thread's CPU
+    # is counted per round trip.
+    exe = NWBENCH.parent / "mailbox-hop"
+    for in_flight in ("1", "16"):
+        p = subprocess.run([str(exe), "0.3", in_flight], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        kv = dict(f.split("=", 1) for f in p.stdout.split())
+        assert kv["in_flight"] == in_flight and int(kv["round_trips"]) >= int(in_flight), kv
+        assert float(kv["a_cpu_us_per_rt"]) > 0 and float(kv["b_cpu_us_per_rt"]) > 0, kv
+    p = subprocess.run([str(exe), "0", "1"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "usage" in p.stderr
