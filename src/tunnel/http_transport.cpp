@@ -6,6 +6,8 @@
 #include <event2/keyvalq_struct.h>
 #include <nlohmann/json.hpp>
 
+#include <utility>
+
 #include "http/http_util.hpp"
 #include "log.hpp"
 #include "server.hpp"
@@ -108,8 +110,7 @@ class StreamTransport final : public Transport {
         // Connecting failed: an ordinary error answer, not a stream.
         finished_ = true;
         m_.server().unwatch_close(conn_);
-        Session* s = s_;
-        s_ = nullptr;
+        Session* s = std::exchange(s_, nullptr);
         reply_connect_failure(req_, *s);
         s->detach(this);
         release();
@@ -177,8 +178,7 @@ class StreamTransport final : public Transport {
     if (evbuffer_get_length(out.get())) write(out.get());
     if (s_->ready_to_close()) {
       write(close_line(s_->close_code(), s_->close_reason()));
-      Session* s = s_;
-      s_ = nullptr;
+      Session* s = std::exchange(s_, nullptr);
       s->detach(this);
       s->close_delivered();
       end_response();
@@ -188,8 +188,7 @@ class StreamTransport final : public Transport {
       // Old browsers keep the whole responseText: end this response and let the
       // client re-attach with its ack.
       write(recycle_line());
-      Session* s = s_;
-      s_ = nullptr;
+      Session* s = std::exchange(s_, nullptr);
       s->detach(this);
       end_response();
     }
@@ -240,11 +239,7 @@ class StreamTransport final : public Transport {
     if (finished_) return;
     finished_ = true;
     evtimer_del(heartbeat_.get());
-    if (s_) {
-      Session* s = s_;
-      s_ = nullptr;
-      s->detach(this);
-    }
+    if (Session* s = std::exchange(s_, nullptr)) s->detach(this);
     http::log_request_done(req_, started_ ? 200 : 499, body_bytes_);
     http::free_abandoned(req_);
     release();
@@ -337,8 +332,7 @@ class PollTransport final : public Transport {
     size_t total = 0;
     while (s_->unsent() > 0 && total < kPollMaxPayload)
       total += append_data_frame(*s_, framing_, out.get(), kFramePayload);
-    Session* s = s_;
-    s_ = nullptr;
+    Session* s = std::exchange(s_, nullptr);
     bool closing = s->ready_to_close();
     if (closing) {
       std::string c = close_line(s->close_code(), s->close_reason());
@@ -369,8 +363,7 @@ class PollTransport final : public Transport {
   static void on_timeout(evutil_socket_t, short, void* self) {
     auto* t = static_cast<PollTransport*>(self);
     if (t->answered_) return;
-    Session* s = t->s_;
-    t->s_ = nullptr;
+    Session* s = std::exchange(t->s_, nullptr);
     if (s) s->detach(t);
     t->respond(std::string());  // empty: nothing happened, poll again
   }
@@ -379,11 +372,7 @@ class PollTransport final : public Transport {
     if (answered_) return;
     answered_ = true;
     evtimer_del(timer_.get());
-    if (s_) {
-      Session* s = s_;
-      s_ = nullptr;
-      s->detach(this);
-    }
+    if (Session* s = std::exchange(s_, nullptr)) s->detach(this);
     http::log_request_done(req_, 499, 0);  // the client closed the request first
     http::free_abandoned(req_);
     release();
@@ -408,8 +397,7 @@ class OpenWaiter final : public Transport {
   const char* name() const override { return "open"; }
   void on_session_update() override {
     if (!s_ || s_->state() == Session::State::Connecting) return;
-    Session* s = s_;
-    s_ = nullptr;
+    Session* s = std::exchange(s_, nullptr);
     if (s->state() == Session::State::Open || s->unsent() > 0) {
       evhttp_add_header(evhttp_request_get_output_headers(req_), "Cache-Control", "no-store");
       http::send_text(req_, 200, ok_line(s->key()), "text/plain; charset=us-ascii");

@@ -229,6 +229,30 @@ def tcp_target():
         t.close()
 
 
+def wait_until(pred, timeout, what):
+    """Polls `pred` (state only visible by asking) at most `timeout` seconds; returns
+    its first true value, or fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)  # bounded by the deadline; each round looks again
+
+
+def wait_for(pred, timeout=10):
+    """Polls `pred` (an HTTP status read, a counter) until true, at most `timeout`
+    seconds; returns whether it became true (for `assert wait_for(...), why`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)  # polling an observable condition, bounded by the deadline
+    return bool(pred())
+
+
 def free_port():
     """A loopback port with nothing listening (bound, then closed)."""
     s = socket.socket()

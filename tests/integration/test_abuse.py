@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZED, Source
+from conftest import SANITIZED, Source, wait_until
 from nwclient import Client, FrameReader, HttpError, ProtocolError
 from wsclient_util import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, RawWs, encode_frame,
                            push_until_refused)
@@ -35,18 +35,6 @@ def status_of(response: bytes):
     """The status code of a raw HTTP response, or None for no (or no HTTP) answer."""
     m = re.match(rb"HTTP/1\.[01] (\d{3}) ", response)
     return int(m.group(1)) if m else None
-
-
-def wait_until(pred, timeout, what):
-    """Polls `pred` (state only visible by asking) at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)  # bounded by the deadline; each round looks again
 
 
 def fd_count(pid):

@@ -4,11 +4,8 @@ proxies. (WebSocket-specific checks live in test_websocket.py.)"""
 import json
 import signal
 import socket
-import time
 
-import pytest
-
-from conftest import free_port
+from conftest import free_port, wait_for
 
 
 def request(n, method, path, body=b"", headers=None, source="127.0.0.1", timeout=10):
@@ -46,15 +43,6 @@ def open_poll(n, target, **kw):
             body += chunk
     s.close()
     return status, headers, body
-
-
-def wait_for(predicate, seconds=10):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)  # polling an observable condition, bounded by the deadline
-    return False
 
 
 def test_no_target_rules_refuses_everything_and_says_why(netwine, tcp_target):

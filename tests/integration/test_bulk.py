@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Source, pattern_bytes
+from conftest import Source, pattern_bytes, wait_for
 from wsclient_util import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWs, V1Transfer, be64, close_payload,
                            encode_frame)
 
@@ -39,16 +39,6 @@ def metric(n, name):
 
 def bulk_flags(n):
     return [s["bulk"] for s in status(n)["sessions"]]
-
-
-def wait_for(pred, timeout=10):
-    """Polls `pred` (an HTTP status read, a counter) until true; bounded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 # The lending threshold the tests use: 2.5 MB/s, which even a ThreadSanitizer build

@@ -24,7 +24,7 @@ import pytest
 import websockets.client
 import websockets.exceptions
 
-from conftest import BINARY, SANITIZED, Source, pattern_bytes
+from conftest import BINARY, SANITIZED, Source, pattern_bytes, wait_for
 from nwclient import Client, HttpError
 from wsclient_util import (OP_BINARY, OP_CLOSE, RawWs, close_payload, encode_frame, handshake_request,
                            push_until_refused)
@@ -113,15 +113,6 @@ def read_to_eof(s):
 
 def fingerprint(sock):
     return sock.getpeercert(binary_form=True)
-
-
-def wait_for(predicate, seconds=10):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)  # polling an observable condition, bounded by the deadline
-    return False
 
 
 # ------------------------------------------------------------------- https

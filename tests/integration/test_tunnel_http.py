@@ -4,7 +4,6 @@ Every test speaks docs/PROTOCOL.md through nwclient (written from the document
 alone) to a netwine process and real TCP targets on loopback. Most tests run once
 per transport: `mode` is "stream" or "poll".
 """
-import base64
 import hashlib
 import json
 import random
@@ -16,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import free_port, pattern_bytes
-from nwclient import Client, FrameReader, HttpError, ProtocolError, Session
+from conftest import free_port, pattern_bytes, wait_until
+from nwclient import Client, FrameReader, HttpError, Session
 
 MODES = ["stream", "poll"]
 MiB = 1024 * 1024
@@ -51,18 +50,6 @@ def start(netwine, *targets, extra=()):
         args += ["--access-log", ""]
     n = netwine(*args, *extra)
     return n, Client(n.host, n.port)
-
-
-def wait_until(pred, timeout, what):
-    """Polls `pred` (server-side state only visible by asking) at most `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # bounded by the deadline; each round asks the server again
 
 
 class Recorder:
