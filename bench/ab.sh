@@ -76,12 +76,12 @@ echo "A=$1 B=$2 MODE=$MODE SIZE=$SIZE C=$C N=$N T=$T${PIN:+ PIN=$PIN}"
 python3 - "$WORK/runs.txt" "$MODE" <<'PY'
 import statistics as st, sys
 lines = [line.split() for line in open(sys.argv[1])]
-# Per mode: the two figures of a run, their names and formats. The paired ratio
-# (A over B within each round of the interleaving) is of the first for
-# throughput, of the second (p99) for latency.
-# Besides the bridge's own CPU: for throughput, that of the client, bridge and
-# target together (on a host they keep busy, what sets the rate: work a bridge
-# moves to its peers counts); for latency, the bridge's CPU per round trip.
+# Per mode: the figures of a run, their names and formats. The paired ratio (A
+# over B within each round of the interleaving) is of the first for throughput,
+# of the second (p99) for latency. Beside the bridge's own CPU per GB, throughput
+# has that of client, bridge and target together (on a host they keep busy, what
+# sets the rate: work a bridge moves to its peers counts); latency has the
+# bridge's CPU per round trip.
 if sys.argv[2] == "ws-lat":
     names, fmts, paired = ("p50 us", "p99 us", "bridge CPU-us/rt"), ("{:.1f}", "{:.1f}", "{:.2f}"), 1
     figures = lambda kv: (float(kv["p50_us"]), float(kv["p99_us"]),
