@@ -27,14 +27,14 @@ NWB=${NWBENCH:-$ROOT/$BUILD/bench/nwbench}
 [ -x "$NWB" ] || meson compile -C "$ROOT/$BUILD" nwbench >/dev/null
 WORK=$(mktemp -d /tmp/nwab.XXXXXX)
 declare -A BIN=([A]=$1 [B]=$2)
+. "$ROOT/bench/lib.sh"  # build_refws, start_bg, stop_all
 for x in A B; do
     case ${BIN[$x]} in
     socat) ;;
-    ref-ws) gcc -O2 -Wall -pthread "$ROOT/bench/refws.c" -o "$WORK/$x" -lcrypto ;;
+    ref-ws) build_refws "$WORK/$x" ;;
     *) cp "${BIN[$x]}" "$WORK/$x" ;;
     esac
 done
-. "$ROOT/bench/lib.sh"  # start_bg, stop_all
 trap 'stop_all; rm -rf "$WORK"' EXIT
 case $MODE in
 ws-up) kind=sink ;;

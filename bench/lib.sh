@@ -12,8 +12,14 @@
 #   stop_bg PID             TERM, then KILL after 5 s, the group of PID
 #   stop_all                TERM, then KILL, every group start_bg started
 #   cpu_model               the CPU's model name, and "PCID" or "no PCID"
+#   build_refws OUT         builds bench/refws.c (run.sh's and ab.sh's ref-ws) into OUT
 
 STARTED=()
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# The reference WebSocket bridge (docs/PERFORMANCE.md, "The floor of a WebSocket
+# bridge"), built the one way its figures were measured.
+build_refws() { gcc -O2 -Wall -pthread "$BENCH_DIR/refws.c" -o "$1" -lcrypto; }
 
 # The CPU's model name and whether it offers PCID: this VM's host changes from
 # session to session (AMD EPYC without PCID, Intel Xeon with it), and the ratios

@@ -102,8 +102,8 @@ if ! gcc -O2 -Wall "$ROOT/bench/refpoll.c" -o "$WORK/refpoll" -levent >>"$OUT/bu
     log "could not build bench/refpoll.c: $OUT/build.log"
     exit 1
 fi
-# The reference WebSocket bridge (docs/PERFORMANCE.md, "The floor of a WebSocket bridge").
-if ! gcc -O2 -Wall -pthread "$ROOT/bench/refws.c" -o "$WORK/refws" -lcrypto >>"$OUT/build.log" 2>&1; then
+. "$ROOT/bench/lib.sh"  # build_refws; start_bg, stop_bg, port_busy, wait_port, stop_all
+if ! build_refws "$WORK/refws" >>"$OUT/build.log" 2>&1; then
     log "could not build bench/refws.c: $OUT/build.log"
     exit 1
 fi
@@ -117,7 +117,6 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # ---- processes ----
-. "$ROOT/bench/lib.sh"  # start_bg, stop_bg, port_busy, wait_port, stop_all
 cleanup() {
     stop_all
     rm -rf "$WORK"
