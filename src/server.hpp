@@ -1,6 +1,6 @@
-// The server: one event_base, one evhttp on every --listen address, the routes
-// (static files, /netwine.js, the tunnel prefix, status and metrics), signals and
-// connection accounting.
+// The server: the main event loop, its HTTP front (front.hpp: evhttp on every
+// --listen address, connection guards and accounting), the routes (static files,
+// /netwine.js, the tunnel prefix, status and metrics), signals, reload and drain.
 //
 // Threads. Everything above runs on the main thread: every HTTP request, every
 // streaming and polling transport, every netwine.v1 WebSocket (so a session's
@@ -36,8 +36,9 @@ namespace http { class StaticSite; }
 namespace tunnel { class Manager; class SessionCounts; }
 class Mailbox;
 class WorkerPool;
-namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; struct Released; }
+namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; }
 class DemoService;
+class Front;
 
 class Server {
  public:
@@ -52,16 +53,8 @@ class Server {
   event_base* base() const { return base_.get(); }
   evdns_base* dns() const { return dns_.get(); }
   const Config& config() const { return config_; }
-
-  // Runs `fn` once when `conn` closes (or the server frees it), before the
-  // connection's memory goes away. One watcher per connection; a second call
-  // replaces the first; unwatch() forgets it (the tunnel code clears its watcher when
-  // a held response completes, so a keep-alive connection never calls a stale one).
-  void watch_close(evhttp_connection* conn, std::function<void()> fn);
-  void unwatch_close(evhttp_connection* conn);
-
-  // True if `req` arrived over TLS (what the browser's origin scheme is).
-  bool is_tls(evhttp_request* req) const;
+  // The main loop's HTTP front (front.hpp).
+  Front& front() { return *front_; }
 
   // The client TLS context for tls:// targets (system CAs plus --target-ca).
   std::shared_ptr<const tls::TargetTlsContext> target_tls() const { return target_tls_; }
@@ -69,53 +62,23 @@ class Server {
   // True while shutting down: new sessions are refused with 503.
   bool draining() const { return draining_; }
 
-  // True if detach_socket() may take `conn`'s socket now: a plain socket, or a
-  // shared-port connection (plain or TLS, tls::Acceptor::can_release()).
-  bool can_detach(evhttp_connection* conn) const;
-  // A shared-port TLS connection's session, carried along with its socket.
-  using CarriedTls = std::shared_ptr<tls::Released>;
-  // Takes `conn`'s socket away from evhttp: from the event loop, once evhttp has
-  // let go of it, `then` gets the descriptor (the caller's from then on), the
-  // bytes the client sent after its request (plaintext), and for a TLS
-  // connection its TLS session and unread ciphertext (else null); or -1 if
-  // evhttp freed the connection first. The socket still counts as an open
-  // connection until connection_closed_elsewhere().
-  void detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string, CarriedTls)> then);
-  // A socket taken by detach_socket() was closed (callable from any thread).
-  void connection_closed_elsewhere();
-
  private:
-  struct Listener;
-  struct ConnGuard;
-
   bool bind_all();
   void write_port_file();
   void reload();
   void begin_shutdown(const char* why);
   void check_drained();
   void finish_shutdown();
+  bool make_placeholder();
   bool start_workers();
+  void route(evhttp_request* req);
 
-  static void on_request(evhttp_request* req, void* self);
-  void do_request(evhttp_request* req);
-  static bufferevent* on_new_connection(event_base* base, void* self);
-  bufferevent* do_new_connection();
-  static void on_connection_close(evhttp_connection* conn, void* self);
-  void do_connection_close(evhttp_connection* conn);
   static void on_signal(evutil_socket_t sig, short, void* self);
-  static void on_accept_error(evconnlistener* l, void* self);
-  static void on_resume_accepting(evutil_socket_t, short, void* self);
   static void on_log_tick(evutil_socket_t, short, void* self);
   void flush_log_summaries(bool only_due);
-  void pause_accepting(double seconds);
-  void note_connection_gone();
-  void adopt(ConnGuard* g, evhttp_connection* conn);
-  bool method_allowed(evhttp_cmd_type t) const;
 
-  static Server* active_;  // for callbacks whose argument libevent owns
 
   Config config_;
-  std::string allow_header_;  // --allowed-methods as an Allow header value
   EventBasePtr base_;
   DnsBasePtr dns_;
   // TLS for clients (null without --tls-cert): declared before http_ so they
@@ -123,11 +86,9 @@ class Server {
   std::unique_ptr<tls::TlsContext> tls_context_;
   std::unique_ptr<tls::Acceptor> tls_acceptor_;
   std::shared_ptr<tls::TargetTlsContext> target_tls_;
-  EvhttpPtr http_;
+  std::unique_ptr<Front> front_;
   std::vector<std::string> bound_;            // "HOST:PORT" actually bound
-  std::vector<evconnlistener*> listeners_;    // owned by http_ once bound
   std::vector<EventPtr> signals_;
-  EventPtr resume_accept_;
   EventPtr log_tick_;  // every second: summaries of throttled log lines
   EventPtr drain_timer_;
   std::unique_ptr<http::StaticSite> static_site_;
@@ -139,16 +100,6 @@ class Server {
   size_t workers_draining_ = 0;            // shutdown: workers whose sessions are not all gone
   bool main_drained_ = false;              // shutdown: the main thread's are
   std::unique_ptr<DemoService> demo_;
-  // Connections that have dispatched a request: their close watchers.
-  std::unordered_map<evhttp_connection*, std::function<void()>> close_watchers_;
-  // Every open client connection's guard (slow requests, accounting), by bufferevent.
-  std::unordered_map<bufferevent*, std::unique_ptr<ConnGuard>> guards_;
-  // evhttp's read callback (static in http.c): seen on the first adopted connection.
-  void (*evhttp_read_cb_)(bufferevent*, void*) = nullptr;
-  log::Throttle accept_error_log_;  // "accept failed" lines
-  log::Throttle slow_request_log_;  // "closing connection ...: header timeout" lines
-  uint64_t open_connections_ = 0;
-  bool accept_paused_ = false;
   bool draining_ = false;
   int exit_code_ = 0;
 };

@@ -10,7 +10,7 @@
 
 #include "http/http_util.hpp"
 #include "log.hpp"
-#include "server.hpp"
+#include "front.hpp"
 #include "tunnel/codec.hpp"
 #include "tunnel/manager.hpp"
 
@@ -96,7 +96,7 @@ class StreamTransport final : public Transport {
   // Starts the response (attach case) or waits for the target (open case).
   void start() {
     // If the client goes away, evhttp frees the connection: we hear it here.
-    m_.server().watch_close(conn_, [this] { on_client_gone(); });
+    m_.front().watch_close(conn_, [this] { on_client_gone(); });
     if (!is_open_) begin_response();
   }
 
@@ -109,7 +109,7 @@ class StreamTransport final : public Transport {
       } else {
         // Connecting failed: an ordinary error answer, not a stream.
         finished_ = true;
-        m_.server().unwatch_close(conn_);
+        m_.front().unwatch_close(conn_);
         Session* s = std::exchange(s_, nullptr);
         reply_connect_failure(req_, *s);
         s->detach(this);
@@ -125,7 +125,7 @@ class StreamTransport final : public Transport {
     if (finished_) return;
     if (!started_) {
       finished_ = true;
-      m_.server().unwatch_close(conn_);
+      m_.front().unwatch_close(conn_);
       http::send_json_error(req_, code == close_code::kGoingAway ? 503 : 410, "session_closed", reason);
       release();
       return;
@@ -224,7 +224,7 @@ class StreamTransport final : public Transport {
     if (finished_) return;
     finished_ = true;
     evtimer_del(heartbeat_.get());
-    m_.server().unwatch_close(conn_);
+    m_.front().unwatch_close(conn_);
     if (bufferevent* bev = evhttp_connection_get_bufferevent(conn_)) {
       bufferevent_setwatermark(bev, EV_READ, 0, 0);
     }
@@ -293,7 +293,7 @@ class PollTransport final : public Transport {
       answer();
       return;
     }
-    m_.server().watch_close(conn_, [this] { on_client_gone(); });
+    m_.front().watch_close(conn_, [this] { on_client_gone(); });
     // evhttp does not notice a client leaving while no reply has started
     // (LIBEVENT-NOTES, libevent #78/#666): read with no read callback so EOF
     // reaches evhttp's event callback, which frees the connection and tells us.
@@ -352,7 +352,7 @@ class PollTransport final : public Transport {
   void respond(evbuffer* body) {
     answered_ = true;
     evtimer_del(timer_.get());
-    m_.server().unwatch_close(conn_);
+    m_.front().unwatch_close(conn_);
     if (bufferevent* bev = evhttp_connection_get_bufferevent(conn_))
       bufferevent_setwatermark(bev, EV_READ, 0, 0);
     set_data_headers(req_, framing_, false);
@@ -500,7 +500,7 @@ void hold_send(Manager& m, evhttp_request* req, Session& s, uint64_t offset, evb
   }, &h->key));
   timeval tv = to_timeval(m.config().poll_wait);
   evtimer_add(h->timer.get(), &tv);
-  m.server().watch_close(h->conn, [key] {
+  m.front().watch_close(h->conn, [key] {
     // The client gave up on its send: forget it (it will retry with the same offset).
     auto it = held_sends().find(key);
     if (it == held_sends().end()) return;
@@ -520,7 +520,7 @@ void finish_held(const std::string& key, bool timed_out) {
   if (it == held_sends().end()) return;
   std::unique_ptr<HeldSend> h = std::move(it->second);
   held_sends().erase(it);
-  h->m->server().unwatch_close(h->conn);
+  h->m->front().unwatch_close(h->conn);
   Session* s = h->m->find(key);
   if (!s) {
     http::send_json_error(h->req, 410, "session_closed", "the session ended while the send was held");

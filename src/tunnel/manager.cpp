@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "allocator.hpp"
+#include "front.hpp"
 #include "http/http_util.hpp"
 #include "log.hpp"
 #include "server.hpp"
@@ -85,6 +86,8 @@ Manager::Manager(const Config& config, event_base* base, evdns_base* dns, Server
       limit_log_(kLimitLogWindowSeconds, kLimitLogBurst) {
   reaper_.reset(evtimer_new(base_, &Manager::on_reap, this));
 }
+
+Front& Manager::front() const { return server_->front(); }
 
 Manager::~Manager() {
   connecting_.clear();
@@ -362,7 +365,7 @@ bool Manager::client_allowed(evhttp_request* req, OpenError& error) const {
   const char* origin = http::request_header(req, "Origin");
   const char* host = http::request_header(req, "Host");
   auto od = allowed_->check_origin(origin ? std::optional<std::string_view>(origin) : std::nullopt,
-                                   host ? host : "", server_->is_tls(req));
+                                   host ? host : "", front().is_tls(req));
   if (!od.allowed) {
     error = {403, "origin_not_allowed", std::string("origin ") + (origin ? origin : "") + " is not allowed: " + od.reason};
     return false;
@@ -374,7 +377,7 @@ void Manager::add_cors(evhttp_request* req) const {
   const char* origin = http::request_header(req, "Origin");
   if (!origin) return;
   const char* host = http::request_header(req, "Host");
-  auto od = allowed_->check_origin(std::string_view(origin), host ? host : "", server_->is_tls(req));
+  auto od = allowed_->check_origin(std::string_view(origin), host ? host : "", front().is_tls(req));
   if (!od.allowed) return;
   evkeyvalq* out = evhttp_request_get_output_headers(req);
   evhttp_add_header(out, "Access-Control-Allow-Origin", origin);
@@ -635,7 +638,7 @@ void Manager::all_stats(evhttp_request* req, bool with_sessions, std::function<v
   evhttp_connection* conn = evhttp_request_get_connection(req);
   auto gone = std::make_shared<bool>(false);
   if (conn) {
-    server().watch_close(conn, [req, gone] {
+    front().watch_close(conn, [req, gone] {
       *gone = true;
       http::log_request_done(req, 499, 0);
       http::free_abandoned(req);
@@ -643,7 +646,7 @@ void Manager::all_stats(evhttp_request* req, bool with_sessions, std::function<v
   }
   workers_->gather(with_sessions, [this, conn, gone, with_sessions, done = std::move(done)](std::vector<Stats> ws) {
     if (*gone) return;
-    if (conn) server().unwatch_close(conn);
+    if (conn) front().unwatch_close(conn);
     Stats all = stats(with_sessions);  // this thread's, as of now
     for (size_t i = 0; i < ws.size(); ++i) {
       Stats& w = ws[i];

@@ -23,6 +23,7 @@
 
 namespace netwine {
 class Server;
+class Front;
 }
 
 namespace netwine::target {
@@ -119,6 +120,8 @@ class Manager {
   event_base* base() const { return base_; }
   // The main thread's server (evhttp connections live there); never on a worker.
   Server& server() { return *server_; }
+  // This loop's HTTP front (client connections live there); the main loop's for now.
+  Front& front() const;
   bool on_main_thread() const { return server_ != nullptr; }
   Session* find(std::string_view key);
   // Frees `s` from a zero-timeout event (it may be inside its own callback).

@@ -29,7 +29,7 @@
 
 #include "http/http_util.hpp"
 #include "log.hpp"
-#include "server.hpp"
+#include "front.hpp"
 #include "sockio.hpp"
 #include "tls.hpp"
 #include "tunnel/codec.hpp"
@@ -339,11 +339,11 @@ void WsConnection::start(tunnel::Session* s, const HandshakeResult& hs) {
   bufferevent_set_timeouts(bev_, nullptr, nullptr);  // evhttp's idle timeout would kill us
   bufferevent_setwatermark(bev_, EV_READ, 0, 0);
   bufferevent_setwatermark(bev_, EV_WRITE, kOutputLowWater, 0);
-  raw_fd_ = sockio::plain_socket(bev_) && !m_.server().is_tls(req_) ? bufferevent_getfd(bev_) : -1;
+  raw_fd_ = sockio::plain_socket(bev_) && !m_.front().is_tls(req_) ? bufferevent_getfd(bev_) : -1;
   // Not over TLS: larger single writes on libevent 2.1.12's OpenSSL bufferevent
   // corrupted HTTP streams (server.cpp).
   // If evhttp frees the connection under us (evhttp_free at shutdown), stop.
-  m_.server().watch_close(conn_, [this] { on_connection_freed(); });
+  m_.front().watch_close(conn_, [this] { on_connection_freed(); });
   begin_relay();
 }
 
@@ -962,7 +962,7 @@ void WsConnection::close_connection() {
     bufferevent_free(bev_);
     if (on_closed_) on_closed_();
   } else {
-    m_.server().unwatch_close(conn_);
+    m_.front().unwatch_close(conn_);
     // Frees the request and the bufferevent (closing the socket). Safe inside
     // the bufferevent's own callbacks: libevent defers the free (LIBEVENT-NOTES).
     evhttp_connection_free(conn_);
@@ -1134,9 +1134,9 @@ void close_all_connections() {
 namespace {
 
 // Plain sockets move, and TLS-port connections, plain or TLS, whose filter can
-// let go now (Server::can_detach).
+// let go now (Front::can_detach).
 bool can_hand_off(tunnel::Manager& m, evhttp_request* req) {
-  return m.server().can_detach(evhttp_request_get_connection(req));
+  return m.front().can_detach(evhttp_request_get_connection(req));
 }
 
 // The 101 answer, as evhttp would write it (start()), for a socket taken from it.
@@ -1151,7 +1151,7 @@ std::string switching_protocols(const HandshakeResult& hs) {
 // A TLS connection (`tls` set) continues in a filter of its own on this loop.
 void adopt(tunnel::Manager& m, tunnel::SessionTicket ticket, evutil_socket_t fd, Mode mode,
            const std::string& head, const std::string& pending, std::string peer,
-           std::function<void()> on_closed, Server::CarriedTls tls) {
+           std::function<void()> on_closed, Front::CarriedTls tls) {
   tunnel::Session* s = m.start(std::move(ticket));
   bufferevent* bev = tls ? tls::adopt_connection(m.base(), fd, std::move(*tls))  // (closes fd if it fails)
                          : bufferevent_socket_new(m.base(), fd, BEV_OPT_CLOSE_ON_FREE);
@@ -1178,19 +1178,19 @@ void hand_off(tunnel::Manager& m, evhttp_request* req, int worker, tunnel::Sessi
   http::log_request_done(req, 101, 0);
   std::string head = switching_protocols(hs);
   std::string peer = http::peer_address(req);
-  Server& server = m.server();
+  Front& front = m.front();
   tunnel::Workers* workers = m.workers();
   auto counts = m.counts();
-  server.detach_socket(
+  front.detach_socket(
       evhttp_request_get_connection(req),
-      [&server, workers, counts, worker, ticket = std::move(ticket), mode, head = std::move(head),
-       peer = std::move(peer)](evutil_socket_t fd, std::string pending, Server::CarriedTls tls) mutable {
+      [&front, workers, counts, worker, ticket = std::move(ticket), mode, head = std::move(head),
+       peer = std::move(peer)](evutil_socket_t fd, std::string pending, Front::CarriedTls tls) mutable {
         std::string client = ticket.client;
         if (fd < 0) {  // the connection went first (evhttp_free at exit)
           counts->release(client);
           return;
         }
-        auto on_closed = [&server] { server.connection_closed_elsewhere(); };
+        auto on_closed = [&front] { front.connection_closed_elsewhere(); };
         bool sent = workers->run_on(worker, [ticket = std::move(ticket), fd, mode, head, pending = std::move(pending),
                                              peer, on_closed, tls = std::move(tls)](tunnel::Manager& wm) mutable {
           adopt(wm, std::move(ticket), fd, mode, head, pending, std::move(peer), on_closed, std::move(tls));
