@@ -200,8 +200,8 @@ const std::vector<Option>& options() {
       {"max-connections", Kind::Size, "20000", "open client connections at most; accepting pauses past it",
        size(&Config::max_connections, 1, 10000000)},
       {"threads", Kind::Int, "0",
-       "event-loop threads in all: 1 runs everything on one; 0 means one per CPU it may run on. Binary and "
-       "base64 WebSockets move to the extra threads after their handshake",
+       "event-loop threads in all: 1 runs everything on one; 0 means one per CPU it may run on. New "
+       "connections take turns between them; a session's requests move to the loop it lives on",
        integer(&Config::threads, 0, 64)},
       {"bulk-threads", Kind::Int, "64",
        "busy WebSockets (binary or netwine.v1) relayed at once by a thread of their own, the way socat relays (fewer CPU "

@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/http_struct.h>
 #include <event2/listener.h>
 
 #include "http/http_util.hpp"
@@ -116,12 +117,6 @@ constexpr double kMinRequestRate = 1024;
 constexpr double kFloodLogWindowSeconds = 10;
 constexpr uint64_t kFloodLogBurst = 3;
 const timeval kZeroTimeval{0, 0};
-
-// The Front of each listener, for accept errors: their callback gets evhttp's
-// argument, not ours.
-std::mutex listener_fronts_mu;
-std::unordered_map<evconnlistener*, Front*> listener_fronts;
-
 }  // namespace
 
 
@@ -238,12 +233,14 @@ struct Front::ConnGuard {
 };
 
 Front::Front(const Config& config, event_base* base, tls::Acceptor* tls, evutil_socket_t placeholder,
-             Mailbox* mailbox)
+             Mailbox* mailbox, FrontGroup& group, size_t loop)
     : config_(config),
       base_(base),
       tls_(tls),
       placeholder_(placeholder),
       mailbox_(mailbox),
+      group_(group),
+      loop_(loop),
       accept_error_log_(kFloodLogWindowSeconds, 1),
       slow_request_log_(kFloodLogWindowSeconds, kFloodLogBurst) {
   for (const auto& m : config_.allowed_methods) allow_header_ += (allow_header_.empty() ? "" : ", ") + m;
@@ -261,45 +258,66 @@ Front::Front(const Config& config, event_base* base, tls::Acceptor* tls, evutil_
   evhttp_set_gencb(http_.get(), &Front::on_request, this);
   evhttp_set_bevcb(http_.get(), &Front::on_new_connection, this);
   resume_accept_.reset(evtimer_new(base_, &Front::on_resume_accepting, this));
+  find_evhttp_accept();
 }
 
 Front::~Front() {
-  {
-    std::lock_guard lock(listener_fronts_mu);
-    for (auto* l : listeners_) listener_fronts.erase(l);
-  }
+  listeners_.clear();
   guards_.clear();  // before evhttp_free, whose close callbacks then find no guard
   http_.reset();
 }
 
-bool Front::listen(const std::string& spec, bool reuse_port, std::string& bound, std::string& error) {
+void Front::on_probe_error(evconnlistener*, void*) {}
+
+// libevent 2.1 has no public call that gives evhttp a socket someone else
+// accepted (evhttp_get_request() is internal). evhttp_bind_listener() sets the
+// listener's callback to evhttp's own accept function with the evhttp as its
+// argument; the listener keeps both in its struct, which starts (listener.c)
+//   { ops, lock, cb, errorcb, user_data, ... }
+// So a listener that never listens (a socket without listen(), disabled) is
+// bound, and the callback read off it: only if the slots around it hold what
+// is known to be there (our error callback, then this evhttp), so another
+// layout is detected, not guessed at; ready() is false then.
+void Front::find_evhttp_accept() {
+  evutil_socket_t s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (s < 0) return;
+  evconnlistener* l = evconnlistener_new(base_, nullptr, nullptr, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, s);
+  if (!l) {
+    close(s);
+    return;
+  }
+  evconnlistener_set_error_cb(l, &Front::on_probe_error);
+  if (!evhttp_bind_listener(http_.get(), l)) {
+    evconnlistener_free(l);
+    return;
+  }
+  probe_ = l;  // evhttp_free() frees it
+  void* slots[5];
+  std::memcpy(slots, static_cast<void*>(l), sizeof slots);
+  evconnlistener_errorcb ours = &Front::on_probe_error;
+  void* ours_as_slot = nullptr;
+  std::memcpy(&ours_as_slot, &ours, sizeof ours_as_slot);
+  if (slots[3] != ours_as_slot || slots[4] != http_.get() || !slots[2]) return;
+  std::memcpy(&accept_cb_, &slots[2], sizeof accept_cb_);
+}
+
+bool Front::listen(const std::string& spec, std::string& bound, std::string& error) {
   sockaddr_storage ss;
   socklen_t len = 0;
   if (auto err = parse_listen(spec, ss, len); !err.empty()) {
     error = "listen address '" + spec + "': " + err;
     return false;
   }
-  unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
-  if (reuse_port) flags |= LEV_OPT_REUSEABLE_PORT;
-  evconnlistener* l = evconnlistener_new_bind(base_, nullptr, nullptr, flags, config_.backlog,
-                                              reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len));
+  evconnlistener* l = evconnlistener_new_bind(base_, &Front::on_accept, this,
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                              config_.backlog, reinterpret_cast<sockaddr*>(&ss),
+                                              static_cast<int>(len));
   if (!l) {
     error = "cannot listen on " + spec + ": " + evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
     return false;
   }
-  if (!evhttp_bind_listener(http_.get(), l)) {
-    evconnlistener_free(l);
-    error = "cannot attach listener " + spec;
-    return false;
-  }
-  // The error callback gets the listener's own argument (evhttp's bound socket),
-  // not ours: it finds this Front through listener_fronts.
-  {
-    std::lock_guard lock(listener_fronts_mu);
-    listener_fronts[l] = this;
-  }
   evconnlistener_set_error_cb(l, &Front::on_accept_error);
-  listeners_.push_back(l);
+  listeners_.emplace_back(l);
   sockaddr_storage got;
   socklen_t glen = sizeof got;
   getsockname(evconnlistener_get_fd(l), reinterpret_cast<sockaddr*>(&got), &glen);
@@ -307,9 +325,91 @@ bool Front::listen(const std::string& spec, bool reuse_port, std::string& bound,
   return true;
 }
 
+void Front::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void* arg) {
+  auto* self = static_cast<Front*>(arg);
+  FrontGroup& g = self->group_;
+  uint64_t open = g.open.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (open >= self->config_.max_connections && !self->accept_paused_) {
+    log::warn("max-connections (", self->config_.max_connections, ") reached: accepting paused");
+    for (auto& l : self->listeners_) evconnlistener_disable(l.get());
+    self->accept_paused_ = true;
+  }
+  size_t to = g.spread ? g.turn.fetch_add(1, std::memory_order_relaxed) % g.loops.size() : self->loop_;
+  if (to == self->loop_) self->take_socket(fd, {});
+  else g.loops[to]->post_socket(fd, {});
+}
+
+void Front::take_socket(evutil_socket_t fd, std::string prefill) {
+  sockaddr_storage peer;
+  socklen_t len = sizeof peer;
+  if (!accept_cb_ || getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) {
+    evutil_closesocket(fd);  // not connected any more (reset while on its way)
+    note_connection_gone();
+    return;
+  }
+  prefill_ = std::move(prefill);
+  taking_ = true;
+  accept_cb_(probe_, fd, reinterpret_cast<sockaddr*>(&peer), static_cast<int>(len), http_.get());
+  if (taking_) {  // evhttp made no connection (out of memory): it closed the socket
+    taking_ = false;
+    prefill_.clear();
+    note_connection_gone();
+  }
+}
+
+void Front::post_socket(evutil_socket_t fd, std::string prefill) {
+  bool sent = mailbox_->post([this, fd, prefill = std::move(prefill)]() mutable { take_socket(fd, std::move(prefill)); });
+  if (!sent) {  // that loop is stopping: so is the process
+    evutil_closesocket(fd);
+    note_connection_gone();
+  }
+}
+
+namespace {
+
+// `req` as it came from the client (evhttp has parsed and removed it from the
+// connection's input): request line, header fields, body. Expect is left out:
+// the first loop has already answered it.
+std::string raw_request(evhttp_request* req) {
+  std::string out = http::method_name(evhttp_request_get_command(req));
+  out += ' ';
+  out += evhttp_request_get_uri(req);
+  out += " HTTP/" + std::to_string(req->major) + "." + std::to_string(req->minor) + "\r\n";
+  evkeyvalq* in = evhttp_request_get_input_headers(req);
+  for (evkeyval* kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
+    if (evutil_ascii_strcasecmp(kv->key, "Expect") == 0) continue;
+    out += kv->key;
+    out += ": ";
+    out += kv->value;
+    out += "\r\n";
+  }
+  out += "\r\n";
+  evbuffer* body = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(body);
+  size_t at = out.size();
+  out.resize(at + n);
+  if (n) evbuffer_copyout(body, out.data() + at, n);
+  return out;
+}
+
+}  // namespace
+
+bool Front::move_request(evhttp_request* req, size_t to) {
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  if (!group_.spread || to >= group_.loops.size() || to == loop_ || tls_ || !conn || !can_detach(conn)) return false;
+  std::string head = raw_request(req);
+  http::forget_request(req);  // logged where it is answered
+  Front* dest = group_.loops[to];
+  detach_socket(conn, [this, dest, head = std::move(head)](evutil_socket_t fd, std::string pending, CarriedTls) {
+    if (fd < 0) return;  // the connection closed first
+    dest->post_socket(fd, head + pending);
+  });
+  return true;
+}
+
 void Front::stop_accepting() {
   stopped_ = true;
-  for (auto* l : listeners_) evconnlistener_disable(l);
+  for (auto& l : listeners_) evconnlistener_disable(l.get());
 }
 
 void Front::flush_log_summaries(bool only_due) {
@@ -385,12 +485,16 @@ bufferevent* Front::do_new_connection() {
   // 16 KiB). Plain sockets only: a larger single write on libevent 2.1.12's OpenSSL
   // bufferevent corrupted streams over TLS (test_tls.py caught it).
   if (!tls_) bufferevent_set_max_single_write(bev, kMaxSingleWrite);
-  ++open_connections_;
-  if (open_connections_ >= config_.max_connections && !accept_paused_) {
-    log::warn("max-connections (", config_.max_connections, ") reached: accepting paused");
-    for (auto* l : listeners_) evconnlistener_disable(l);
-    accept_paused_ = true;
+  if (taking_ && !prefill_.empty()) {
+    // A request moved from another loop (move_request()): evhttp reads it first.
+    // A socket bufferevent without its socket yet keeps its input frozen (evhttp
+    // sets the socket next, which unfreezes it anyway).
+    evbuffer* in = bufferevent_get_input(bev);
+    evbuffer_unfreeze(in, 0);
+    evbuffer_add(in, prefill_.data(), prefill_.size());
+    prefill_.clear();
   }
+  taking_ = false;  // made: take_socket() need not count it as lost
   bufferevent_incref(bev);
   auto g = std::make_unique<ConnGuard>();
   g->front = this;
@@ -403,10 +507,12 @@ bufferevent* Front::do_new_connection() {
 }
 
 void Front::note_connection_gone() {
-  if (open_connections_ > 0) --open_connections_;
-  if (accept_paused_ && open_connections_ < config_.max_connections && !stopped_) {
-    for (auto* l : listeners_) evconnlistener_enable(l);
-    accept_paused_ = false;
+  uint64_t before = group_.open.fetch_sub(1, std::memory_order_relaxed);
+  // At the limit, the main loop stopped accepting: tell it a place is free.
+  if (before >= config_.max_connections) {
+    Front* main = group_.loops[0];
+    if (main == this) main->resume_accepting();
+    else main->mailbox_->post([main] { main->resume_accepting(); });
   }
 }
 
@@ -497,12 +603,15 @@ void Front::detach_socket(evhttp_connection* conn,
       return;
     }
     self.unwatch_close(job->conn);
-    evutil_socket_t mine = job->fd >= 0 ? fcntl(job->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    // dup() and then FD_CLOEXEC, not fcntl(F_DUPFD_CLOEXEC): ThreadSanitizer sees
+    // dup() make a descriptor, so it follows the copy to the loop it goes to.
+    evutil_socket_t mine = job->fd >= 0 ? dup(job->fd) : -1;
+    if (mine >= 0) fcntl(mine, F_SETFD, FD_CLOEXEC);
     if (mine >= 0 && dup3(self.placeholder_, job->fd, O_CLOEXEC) < 0) {
       close(mine);
       mine = -1;
     }
-    if (mine >= 0) ++self.open_connections_;  // it lives on elsewhere
+    if (mine >= 0) self.group_.open.fetch_add(1, std::memory_order_relaxed);  // it lives on elsewhere
     evhttp_connection_free(job->conn);  // counts one connection gone
     if (job->fd >= 0) close(job->fd);    // the placeholder copy, or the socket itself on failure
     job->then(mine, std::move(job->pending), std::move(job->tls));
@@ -567,14 +676,9 @@ void Front::do_request(evhttp_request* req) {
   route_(req);
 }
 
-void Front::on_accept_error(evconnlistener* l, void*) {
+void Front::on_accept_error(evconnlistener*, void* arg) {
   int err = EVUTIL_SOCKET_ERROR();
-  Front* self = nullptr;
-  {
-    std::lock_guard lock(listener_fronts_mu);
-    if (auto it = listener_fronts.find(l); it != listener_fronts.end()) self = it->second;
-  }
-  if (!self) return;
+  auto* self = static_cast<Front*>(arg);
   self->pause_accepting(kAcceptPauseSeconds);
   // Out of descriptors, this repeats after every pause: one line per log window.
   uint64_t more = 0;
@@ -585,7 +689,7 @@ void Front::on_accept_error(evconnlistener* l, void*) {
 }
 
 void Front::pause_accepting(double seconds) {
-  for (auto* l : listeners_) evconnlistener_disable(l);
+  for (auto& l : listeners_) evconnlistener_disable(l.get());
   timeval tv = to_timeval(seconds);
   evtimer_add(resume_accept_.get(), &tv);
 }
@@ -593,7 +697,16 @@ void Front::pause_accepting(double seconds) {
 void Front::on_resume_accepting(evutil_socket_t, short, void* self) {
   auto* s = static_cast<Front*>(self);
   if (s->stopped_ || s->accept_paused_) return;
-  for (auto* l : s->listeners_) evconnlistener_enable(l);
+  for (auto& l : s->listeners_) evconnlistener_enable(l.get());
+}
+
+// A connection closed: if accepting was paused at max-connections, go on once
+// there is room (and no accept error pause is running).
+void Front::resume_accepting() {
+  if (!accept_paused_ || stopped_ || group_.open.load(std::memory_order_relaxed) >= config_.max_connections) return;
+  accept_paused_ = false;
+  if (evtimer_pending(resume_accept_.get(), nullptr)) return;
+  for (auto& l : listeners_) evconnlistener_enable(l.get());
 }
 
 

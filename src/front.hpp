@@ -1,12 +1,21 @@
-// One event loop's HTTP front: its evhttp, the listeners bound to it, a guard on
-// every client connection (slow requests, accounting), the checks every request
-// passes before it is routed, close watchers, and moving a connection's socket
-// away from evhttp (detach_socket()) or into it (take_socket()).
+// One event loop's HTTP front: its evhttp, a guard on every client connection
+// (slow requests), the checks every request passes before it is routed, close
+// watchers, and moving a connection's socket away from evhttp (detach_socket())
+// or into it (take_socket()).
 //
-// The main loop has one (server.hpp); so does every worker loop (workers.hpp).
-// A Front is used on its own loop's thread only, except connection_closed_elsewhere().
+// Every event loop has one: the main loop's (server.hpp) also owns the listening
+// sockets. Its accept callback hands each new connection to the next loop in
+// turn (round robin, the main loop included), whose Front gives it to its own
+// evhttp. A request about something that lives on another loop (a session: its
+// key names its loop) moves its connection there between requests
+// (move_request()): the loop that owns a session is the only one that touches it.
+// With TLS on the port, connections stay on the main loop (FrontGroup::spread).
+//
+// A Front is used on its own loop's thread only, except post_socket() and
+// connection_closed_elsewhere().
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,14 +29,25 @@
 namespace netwine {
 
 class Mailbox;
+class Front;
 namespace tls { class Acceptor; struct Released; }
+
+// What every loop's Front shares: filled in before the first connection, then
+// read-only but for the counters.
+struct FrontGroup {
+  std::vector<Front*> loops;          // by loop number; 0 is the main loop
+  bool spread = false;                // new connections take turns between the loops
+  std::atomic<uint64_t> open{0};      // client connections open, every loop's
+  std::atomic<uint64_t> turn{0};      // the next connection's loop (main thread only, in fact)
+};
 
 class Front {
  public:
   // `tls` (may be null: no TLS) must be made on `base` and outlive the Front.
-  // `placeholder` stands in for detached sockets (detach_socket()); -1 if none
-  // will be detached. `mailbox` is this loop's (connection_closed_elsewhere()).
-  Front(const Config& config, event_base* base, tls::Acceptor* tls, evutil_socket_t placeholder, Mailbox* mailbox);
+  // `placeholder` stands in for detached sockets (detach_socket()). `mailbox` is
+  // this loop's. `loop` is this Front's number in `group`.
+  Front(const Config& config, event_base* base, tls::Acceptor* tls, evutil_socket_t placeholder, Mailbox* mailbox,
+        FrontGroup& group, size_t loop);
   ~Front();
   Front(const Front&) = delete;
   Front& operator=(const Front&) = delete;
@@ -36,15 +56,34 @@ class Front {
   // malformed headers, --allowed-methods) go to `route`.
   void set_router(std::function<void(evhttp_request*)> route) { route_ = std::move(route); }
 
-  // Listens on `spec` ("HOST:PORT", "[V6]:PORT"); with `reuse_port`, alongside
-  // other loops' listeners on the same address. On success `bound` is the address
-  // actually bound; else false with `error`.
-  bool listen(const std::string& spec, bool reuse_port, std::string& bound, std::string& error);
+  // False if this libevent's evhttp cannot be handed sockets (take_socket()):
+  // see ready() in front.cpp. The server refuses to start then.
+  bool ready() const { return accept_cb_ != nullptr; }
+
+  // Listens on `spec` ("HOST:PORT", "[V6]:PORT") (the main loop's Front). On
+  // success `bound` is the address actually bound; else false with `error`.
+  bool listen(const std::string& spec, std::string& bound, std::string& error);
   // No more accepting, for good (shutdown).
   void stop_accepting();
 
   event_base* base() const { return base_; }
-  uint64_t open_connections() const { return open_connections_; }
+  size_t loop() const { return loop_; }
+  size_t loops() const { return group_.loops.size(); }
+  // True if connections take turns between the loops (FrontGroup::spread).
+  bool spreads() const { return group_.spread; }
+
+  // Gives the connected socket `fd` to this loop's evhttp, which reads
+  // `prefill` first, as if it had come from the socket. This loop's thread
+  // only. The socket must already be counted in FrontGroup::open.
+  void take_socket(evutil_socket_t fd, std::string prefill);
+  // take_socket() on this Front's loop, from any thread; if that loop has
+  // stopped, closes the socket.
+  void post_socket(evutil_socket_t fd, std::string prefill);
+  // Moves `req`'s connection to loop `to`, whose evhttp reads `req` again (and
+  // whatever the client sent after it): for a request about something that
+  // lives there. Nothing is answered here. False if this connection cannot move
+  // (TLS on the port, or a loop that does not exist): the caller answers.
+  bool move_request(evhttp_request* req, size_t to);
 
   // Runs `fn` once when `conn` closes (or the server frees it), before the
   // connection's memory goes away. One watcher per connection; a second call
@@ -84,9 +123,13 @@ class Front {
   bufferevent* do_new_connection();
   static void on_connection_close(evhttp_connection* conn, void* self);
   void do_connection_close(evhttp_connection* conn);
+  static void on_accept(evconnlistener* l, evutil_socket_t fd, sockaddr* sa, int len, void* self);
   static void on_accept_error(evconnlistener* l, void* self);
   static void on_resume_accepting(evutil_socket_t, short, void* self);
+  static void on_probe_error(evconnlistener* l, void* self);
+  void find_evhttp_accept();
   void pause_accepting(double seconds);
+  void resume_accepting();
   void note_connection_gone();
   void adopt(ConnGuard* g, evhttp_connection* conn);
   bool method_allowed(evhttp_cmd_type t) const;
@@ -96,10 +139,18 @@ class Front {
   tls::Acceptor* tls_;
   evutil_socket_t placeholder_;
   Mailbox* mailbox_;
+  FrontGroup& group_;
+  size_t loop_;
   std::string allow_header_;  // --allowed-methods as an Allow header value
   std::function<void(evhttp_request*)> route_;
   EvhttpPtr http_;
-  std::vector<evconnlistener*> listeners_;  // owned by http_ once bound
+  std::vector<ListenerPtr> listeners_;
+  // evhttp's accept callback and its argument, read off a listener bound to
+  // http_ that never listens (find_evhttp_accept()): take_socket() calls it.
+  void (*accept_cb_)(evconnlistener*, evutil_socket_t, sockaddr*, int, void*) = nullptr;
+  evconnlistener* probe_ = nullptr;  // owned by http_
+  std::string prefill_;              // for the connection take_socket() is making
+  bool taking_ = false;
   EventPtr resume_accept_;
   // Connections that have dispatched a request: their close watchers.
   std::unordered_map<evhttp_connection*, std::function<void()>> close_watchers_;
@@ -109,7 +160,6 @@ class Front {
   void (*evhttp_read_cb_)(bufferevent*, void*) = nullptr;
   log::Throttle accept_error_log_;  // "accept failed" lines
   log::Throttle slow_request_log_;  // "closing connection ...: header timeout" lines
-  uint64_t open_connections_ = 0;
   bool accept_paused_ = false;
   bool stopped_ = false;  // stop_accepting()
 };

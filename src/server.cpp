@@ -15,6 +15,7 @@
 #include "front.hpp"
 #include "http/http_util.hpp"
 #include "http/static_files.hpp"
+#include "routes.hpp"
 #include "log.hpp"
 #include "tls.hpp"
 #include "tunnel/counts.hpp"
@@ -37,31 +38,6 @@ Server::~Server() {
   if (placeholder_ >= 0) close(placeholder_);
 }
 
-void Server::route(evhttp_request* req) {
-  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
-  const char* raw_path = uri ? evhttp_uri_get_path(uri) : nullptr;
-  if (!raw_path || raw_path[0] != '/') {
-    http::send_text(req, 400, "400 bad request: malformed request target\n");
-    return;
-  }
-  std::string_view path(raw_path);
-  const std::string& prefix = config_.prefix;
-  if (path.substr(0, prefix.size()) == prefix) {
-    tunnels_->handle(req, path.substr(prefix.size()));
-    return;
-  }
-  if (path == std::string_view(prefix).substr(0, prefix.size() - 1)) {
-    tunnels_->handle(req, "");
-    return;
-  }
-  if (path == "/metrics") {
-    tunnels_->handle_metrics(req);
-    return;
-  }
-  if (tunnels_->handle_foreign_upgrade(req)) return;  // websockify-style paths
-  static_site_->handle(req);
-}
-
 void Server::on_signal(evutil_socket_t sig, short, void* self) {
   auto* s = static_cast<Server*>(self);
   if (sig == SIGHUP) s->reload();
@@ -82,10 +58,13 @@ void Server::reload() {
   std::string error;
   if (auto fresh = tls::TargetTlsContext::create(config_.target_ca, error)) {
     target_tls_ = std::move(fresh);
+    tunnels_->set_target_tls(target_tls_);
     if (!config_.target_ca.empty()) log::info("target TLS reload: CAs from ", config_.target_ca, " and the system");
   } else {
     log::error("target TLS reload failed, keeping the previous CAs: ", error);
   }
+  // Every loop admits sessions: each gets a copy of what is in force now.
+  if (workers_) workers_->each([rules = tunnels_->rules()](tunnel::Manager& m) { m.set_rules(rules); });
 }
 
 void Server::begin_shutdown(const char* why) {
@@ -145,7 +124,7 @@ void Server::flush_log_summaries(bool only_due) {
 bool Server::bind_all() {
   for (const auto& spec : config_.listen) {
     std::string bound, error;
-    if (!front_->listen(spec, false, bound, error)) {
+    if (!front_->listen(spec, bound, error)) {
       log::error(error);
       return false;
     }
@@ -214,19 +193,26 @@ int Server::run() {
     log::info("demo line service on 127.0.0.1:", demo_->port(), " (target 'demo')");
   }
   counts_ = std::make_shared<tunnel::SessionCounts>();
-  tunnels_ = tunnel::Manager::create(*this, demo_ ? demo_->port() : 0, counts_, error);
+  mailbox_ = std::make_unique<Mailbox>(base_.get());
+  if (!make_placeholder()) return 1;
+  front_ = std::make_unique<Front>(config_, base_.get(), tls_acceptor_.get(), placeholder_, mailbox_.get(), fronts_, 0);
+  if (!front_->ready()) {
+    log::error("this libevent's evhttp cannot be handed accepted sockets (front.cpp, find_evhttp_accept); "
+               "netwine needs libevent 2.1");
+    return 1;
+  }
+  fronts_.loops.push_back(front_.get());
+  tunnels_ = tunnel::Manager::create(config_, base_.get(), dns_.get(), *front_, demo_ ? demo_->port() : 0,
+                                     target_tls_, counts_, error);
   if (!tunnels_) {
     log::error(error);
     return 2;
   }
-  mailbox_ = std::make_unique<Mailbox>(base_.get());
-  if (!make_placeholder()) return 1;
-  front_ = std::make_unique<Front>(config_, base_.get(), tls_acceptor_.get(), placeholder_, mailbox_.get());
-  front_->set_router([this](evhttp_request* req) { route(req); });
-  if (!start_workers()) return 1;
   static_site_ = std::make_unique<http::StaticSite>(
       config_.www_dir,
       std::map<std::string, std::string>{{"/netwine.js", config_.js_client_dir + "/netwine.js"}});
+  front_->set_router([this](evhttp_request* req) { route_request(req, *tunnels_, *static_site_); });
+  if (!start_workers()) return 1;
 
   if (!bind_all()) return 1;
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
@@ -268,12 +254,19 @@ bool Server::start_workers() {
   if (loops <= 1) return true;
   workers_ = std::make_unique<WorkerPool>(config_, counts_, base_.get(), mailbox_.get());
   std::string error;
-  if (!workers_->start(loops - 1, error)) {
+  if (!workers_->start(loops - 1, fronts_, placeholder_, tunnels_->rules(), *static_site_, error)) {
     log::error(error);
     return false;
   }
   tunnels_->set_workers(workers_.get());
-  log::info(loops, " event-loop threads: binary and base64 WebSockets take turns between them");
+  // With TLS on the port a connection's TLS state stays with the loop that
+  // accepted it: connections stay on the main loop, and only binary and base64
+  // WebSockets move after their handshake (server.hpp, "Threads").
+  fronts_.spread = !tls_acceptor_;
+  if (fronts_.spread)
+    log::info(loops, " event-loop threads: connections take turns between them; each session lives on one");
+  else
+    log::info(loops, " event-loop threads (TLS): binary and base64 WebSockets take turns between them");
   return true;
 }
 

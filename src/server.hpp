@@ -2,21 +2,26 @@
 // --listen address, connection guards and accounting), the routes (static files,
 // /netwine.js, the tunnel prefix, status and metrics), signals, reload and drain.
 //
-// Threads. Everything above runs on the main thread: every HTTP request, every
-// streaming and polling transport, every netwine.v1 WebSocket (so a session's
-// resumes and HTTP fallbacks always reach the thread it lives on) and every TLS
-// connection (its state lives in its bufferevent). --threads N (default: one per
-// CPU) adds N-1 worker threads, each with its own event loop, DNS base and
-// tunnel::Manager (workers.hpp). New binary and base64 WebSockets, which nothing
-// can attach to later, take turns between the main thread and the workers: on a
-// worker's turn the main thread still checks the handshake, the client, the
-// Origin, the target and the limits (refusals stay HTTP answers), then takes the
-// socket from evhttp (detach_socket()) and posts it with the admitted session to
-// the worker, which writes the 101 and relays. Shared between threads: the
-// session limits and the keys of worker sessions (tunnel/counts.hpp), the
-// connection count (connection_closed_elsewhere()), and the config (read-only).
-// /netwine/status and /metrics gather every worker's sessions on its own thread;
-// SIGTERM's drain waits for every thread's sessions.
+// Threads. --threads N (default: one per CPU) runs N event loops: the main one
+// and N-1 workers (workers.hpp), each with its own Front (front.hpp), DNS base
+// and tunnel::Manager. The main loop accepts and hands each new connection to
+// the next loop in turn; that loop's evhttp serves it: static files, opens (the
+// session lives there; its key names the loop), WebSockets. A request about a
+// session on another loop moves its connection there between requests
+// (Front::move_request()); status and metrics move to the main loop, which
+// gathers every loop's sessions on their own threads. Shared between threads:
+// the session limits and the keys of sessions handed to workers
+// (tunnel/counts.hpp), the connection count (FrontGroup), the rules (each loop
+// has a copy of the shared_ptrs, replaced on SIGHUP) and the config (read-only).
+//
+// With TLS on the port, connections stay on the main loop (their TLS state lives
+// in its bufferevents), and new binary and base64 WebSockets, which nothing can
+// attach to later, take turns between the loops after their handshake: the main
+// thread checks the handshake, the client, the Origin, the target and the limits
+// (refusals stay HTTP answers), then takes the socket from evhttp
+// (Front::detach_socket()) and posts it with the admitted session to the worker,
+// which writes the 101 and relays. SIGTERM's drain waits for every thread's
+// sessions.
 #pragma once
 
 #include <functional>
@@ -28,6 +33,7 @@
 
 #include "config.hpp"
 #include "event_handles.hpp"
+#include "front.hpp"
 #include "log.hpp"
 
 namespace netwine {
@@ -38,7 +44,6 @@ class Mailbox;
 class WorkerPool;
 namespace tls { class TlsContext; class Acceptor; class TargetTlsContext; }
 class DemoService;
-class Front;
 
 class Server {
  public:
@@ -71,7 +76,6 @@ class Server {
   void finish_shutdown();
   bool make_placeholder();
   bool start_workers();
-  void route(evhttp_request* req);
 
   static void on_signal(evutil_socket_t sig, short, void* self);
   static void on_log_tick(evutil_socket_t, short, void* self);
@@ -86,6 +90,7 @@ class Server {
   std::unique_ptr<tls::TlsContext> tls_context_;
   std::unique_ptr<tls::Acceptor> tls_acceptor_;
   std::shared_ptr<tls::TargetTlsContext> target_tls_;
+  FrontGroup fronts_;                         // every loop's Front (front.hpp)
   std::unique_ptr<Front> front_;
   std::vector<std::string> bound_;            // "HOST:PORT" actually bound
   std::vector<EventPtr> signals_;

@@ -1,6 +1,9 @@
 #include "workers.hpp"
 
+#include "front.hpp"
+#include "http/http_util.hpp"
 #include "log.hpp"
+#include "routes.hpp"
 #include "tls.hpp"
 #include "ws/ws_connection.hpp"
 
@@ -51,8 +54,16 @@ struct WorkerPool::Worker {
   EventBasePtr base;
   DnsBasePtr dns;
   std::unique_ptr<Mailbox> mailbox;
+  std::unique_ptr<Front> front;
   std::unique_ptr<tunnel::Manager> manager;
+  EventPtr log_tick;  // every second: summaries of throttled log lines
   std::thread thread;
+
+  void flush_log_summaries(bool only_due) {
+    front->flush_log_summaries(only_due);
+    http::flush_log_summaries(only_due);
+    manager->flush_log_summaries(only_due);
+  }
 };
 
 WorkerPool::WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCounts> counts, event_base* main_base,
@@ -62,7 +73,8 @@ WorkerPool::WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCoun
 
 WorkerPool::~WorkerPool() { stop(); }
 
-bool WorkerPool::start(int n, std::string& error) {
+bool WorkerPool::start(int n, FrontGroup& group, evutil_socket_t placeholder, const tunnel::Rules& rules,
+                       const http::StaticSite& site, std::string& error) {
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->index = i + 1;
@@ -78,7 +90,17 @@ bool WorkerPool::start(int n, std::string& error) {
     w->dns.reset(evdns_base_new(w->base.get(), EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE));
     if (!w->dns) w->dns.reset(evdns_base_new(w->base.get(), 0));  // no resolv.conf (server.cpp)
     w->mailbox = std::make_unique<Mailbox>(w->base.get());
-    w->manager = tunnel::Manager::create_worker(config_, w->base.get(), w->dns.get(), counts_, w->index);
+    w->front = std::make_unique<Front>(config_, w->base.get(), nullptr, placeholder, w->mailbox.get(), group,
+                                       static_cast<size_t>(w->index));
+    w->manager = tunnel::Manager::create_worker(config_, w->base.get(), w->dns.get(), *w->front, rules, counts_,
+                                                w->index);
+    w->front->set_router([m = w->manager.get(), &site](evhttp_request* req) { route_request(req, *m, site); });
+    w->log_tick.reset(event_new(w->base.get(), -1, EV_PERSIST, [](evutil_socket_t, short, void* arg) {
+      static_cast<Worker*>(arg)->flush_log_summaries(true);
+    }, w.get()));
+    timeval second{1, 0};
+    evtimer_add(w->log_tick.get(), &second);
+    group.loops.push_back(w->front.get());
     Worker* raw = w.get();
     workers_.push_back(std::move(w));
     raw->thread = std::thread(&WorkerPool::run, raw);
@@ -89,13 +111,14 @@ bool WorkerPool::start(int n, std::string& error) {
 void WorkerPool::run(Worker* w) {
   event_base_loop(w->base.get(), EVLOOP_NO_EXIT_ON_EMPTY);
   // Stopped: close what is left, on this thread, in order: the WebSockets
-  // (their sessions end), the sessions and the rest, then the loop itself.
+  // (their sessions end), the sessions and the rest. The front and the loop
+  // itself go in stop(), once no other loop can hand this one a connection.
   w->mailbox->close();
+  w->log_tick.reset();
+  w->flush_log_summaries(false);
   ws::close_all_connections();
   tls::orphan_adopted();  // TLS filters libevent finalizes with the loop (tls.hpp)
   w->manager.reset();
-  w->dns.reset();
-  w->base.reset();
 }
 
 int WorkerPool::next_turn() {
@@ -197,6 +220,11 @@ void WorkerPool::stop() {
   }
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
+  for (auto& w : workers_) {
+    w->front.reset();
+    w->dns.reset();
+    w->base.reset();
+  }
 }
 
 }  // namespace netwine

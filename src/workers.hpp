@@ -1,6 +1,6 @@
 // Event loops on other threads than the main one (server.hpp, "Threads"): each
-// worker has its own event_base, evdns_base and tunnel::Manager, and relays the
-// binary/base64 WebSockets the main thread hands to it.
+// worker has its own event_base, evdns_base, HTTP front (front.hpp) and
+// tunnel::Manager, and serves the connections the main loop hands to it.
 #pragma once
 
 #include <deque>
@@ -17,6 +17,10 @@
 #include "tunnel/manager.hpp"
 
 namespace netwine {
+
+class Front;
+struct FrontGroup;
+namespace http { class StaticSite; }
 
 // Functions posted to an event loop from any thread, run on the loop's thread
 // in the order posted. Needs evthread_use_pthreads() before the base was made.
@@ -52,9 +56,12 @@ class WorkerPool final : public tunnel::Workers {
              Mailbox* main_mailbox, double gather_bound = 1.0);
   ~WorkerPool() override;
 
-  // Starts `n` workers (--threads minus the main loop). False with `error` if
-  // one cannot be made.
-  bool start(int n, std::string& error);
+  // Starts `n` workers (--threads minus the main loop), each with a Front in
+  // `group` (appended to group.loops; the main loop's must be there first), a
+  // Manager with `rules`, and `site` for static files. `placeholder` is the
+  // server's (Front::detach_socket()). False with `error` if one cannot be made.
+  bool start(int n, FrontGroup& group, evutil_socket_t placeholder, const tunnel::Rules& rules,
+             const http::StaticSite& site, std::string& error);
   size_t size() const { return workers_.size(); }
 
   int next_turn() override;
@@ -63,8 +70,9 @@ class WorkerPool final : public tunnel::Workers {
 
   // Runs `fn` on every worker's thread.
   void each(const std::function<void(tunnel::Manager&)>& fn);
-  // Ends every worker loop and joins the threads; each closes what it still
-  // has on its own thread first. Idempotent.
+  // Ends every worker loop and joins the threads; each closes its sessions and
+  // WebSockets on its own thread first; the fronts go once every thread has
+  // stopped (a loop may hand a connection to another until then). Idempotent.
   void stop();
 
  private:

@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 // Start times of requests being handled. evhttp has no per-request user pointer,
 // so the table is keyed by the request; entries leave it when the request is logged.
 std::unordered_map<evhttp_request*, Clock::time_point>& start_times() {
-  static std::unordered_map<evhttp_request*, Clock::time_point> table;
+  thread_local std::unordered_map<evhttp_request*, Clock::time_point> table;  // each loop its own
   return table;
 }
 
@@ -32,13 +32,13 @@ constexpr double kUnknownKeyLogWindowSeconds = 1.0;
 constexpr uint64_t kUnknownKeyLogBurst = 5;
 
 log::Throttle& unknown_key_throttle() {
-  static log::Throttle t(kUnknownKeyLogWindowSeconds, kUnknownKeyLogBurst);
+  thread_local log::Throttle t(kUnknownKeyLogWindowSeconds, kUnknownKeyLogBurst);
   return t;
 }
 
 // The client of the last unknown-key request that was only counted.
 std::string& last_unlogged_client() {
-  static std::string client;
+  thread_local std::string client;
   return client;
 }
 
@@ -68,6 +68,8 @@ const char* method_name(evhttp_cmd_type t) {
 void note_request_start(evhttp_request* req) {
   if (log::access_open()) start_times()[req] = Clock::now();  // only the access log reads it
 }
+
+void forget_request(evhttp_request* req) { start_times().erase(req); }
 
 void flush_log_summaries(bool only_due) {
   double seconds = 0;

@@ -23,6 +23,9 @@ namespace netwine::http {
 const char* method_name(evhttp_cmd_type t);
 
 void note_request_start(evhttp_request* req);
+// Forgets `req`'s start without logging it (it moved to another loop, which
+// logs it when it answers).
+void forget_request(evhttp_request* req);
 
 // Writes the access-log record of `req` (status, bytes) and forgets its start time.
 // send_reply() and friends call it; a handler that streams its response calls it
@@ -31,7 +34,8 @@ void log_request_done(evhttp_request* req, int status, uint64_t body_bytes);
 
 // Writes the summaries of log lines held back so far (requests for unknown session
 // keys are logged a few a second, the rest counted): with `only_due`, only those
-// whose throttle window has ended. The server calls it every second, and at exit.
+// whose throttle window has ended. Each event loop calls it for its own requests
+// every second, and at exit.
 void flush_log_summaries(bool only_due = false);
 
 // Sends a complete response and logs it. `body` may be null; it is drained.

@@ -587,7 +587,7 @@ std::variant<std::string, FileLookup> map_to_file(std::string_view root_realpath
 StaticSite::StaticSite(std::string www_root, std::map<std::string, std::string> aliases)
     : www_root_(std::move(www_root)), aliases_(std::move(aliases)) {}
 
-bool StaticSite::handle(evhttp_request* req) {
+bool StaticSite::handle(evhttp_request* req) const {
   if (!req) return false;
   StaticRequest sr;
   switch (evhttp_request_get_command(req)) {

@@ -166,7 +166,8 @@ class StaticSite {
   // send_reply. Returns false only if it did not answer (a null request).
   // The root is resolved with realpath() per request, so swapping a "www"
   // symlink to deploy a new version takes effect at once.
-  bool handle(evhttp_request* req);
+  // Read-only: every event loop may call it.
+  bool handle(evhttp_request* req) const;
 
  private:
   std::string www_root_;

@@ -260,7 +260,7 @@ class StreamTransport final : public Transport {
 
 // Transports that are alive, owned here until they hand themselves to dispose().
 std::unordered_map<Transport*, std::unique_ptr<Transport>>& live() {
-  static std::unordered_map<Transport*, std::unique_ptr<Transport>> table;
+  thread_local std::unordered_map<Transport*, std::unique_ptr<Transport>> table;  // each loop its own
   return table;
 }
 
@@ -454,7 +454,7 @@ struct HeldSend {
   EventPtr timer;
 };
 std::unordered_map<std::string, std::unique_ptr<HeldSend>>& held_sends() {
-  static std::unordered_map<std::string, std::unique_ptr<HeldSend>> table;
+  thread_local std::unordered_map<std::string, std::unique_ptr<HeldSend>> table;  // each loop its own
   return table;
 }
 

@@ -7,9 +7,11 @@
 
 namespace netwine::tunnel {
 
-std::string make_key() {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+namespace {
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+}  // namespace
+
+std::string make_key(size_t loop) {
   unsigned char raw[kKeyBytes];
   if (RAND_bytes(raw, sizeof raw) != 1) {
     std::fputs("netwine: OpenSSL RAND_bytes failed; refusing to make guessable keys\n", stderr);
@@ -24,7 +26,17 @@ std::string make_key() {
     key += kAlphabet[(v >> 6) & 63];
     key += kAlphabet[v & 63];
   }
+  key[0] = kAlphabet[loop % kMaxLoops];  // 138 random bits remain
   return key;
+}
+
+size_t key_loop(std::string_view key) {
+  if (key.empty()) return 0;
+  char c = key[0];
+  if (c >= 'A' && c <= 'Z') return static_cast<size_t>(c - 'A');
+  if (c >= 'a' && c <= 'z') return static_cast<size_t>(c - 'a') + 26;
+  if (c >= '0' && c <= '9') return static_cast<size_t>(c - '0') + 52;
+  return c == '-' ? 62 : 63;
 }
 
 bool looks_like_key(std::string_view s) {

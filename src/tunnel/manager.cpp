@@ -14,7 +14,6 @@
 #include "front.hpp"
 #include "http/http_util.hpp"
 #include "log.hpp"
-#include "server.hpp"
 #include "target/connector.hpp"
 #include "tunnel/http_transport.hpp"
 #include "tunnel/key.hpp"
@@ -59,35 +58,35 @@ uint64_t parse_offset(const std::optional<std::string>& v, bool& ok) {
 
 }  // namespace
 
-std::unique_ptr<Manager> Manager::create(Server& server, int demo_port, std::shared_ptr<SessionCounts> counts,
-                                         std::string& error) {
-  std::unique_ptr<Manager> m(
-      new Manager(server.config(), server.base(), server.dns(), &server, demo_port, std::move(counts)));
+std::unique_ptr<Manager> Manager::create(const Config& config, event_base* base, evdns_base* dns, Front& front,
+                                         int demo_port, std::shared_ptr<const tls::TargetTlsContext> target_tls,
+                                         std::shared_ptr<SessionCounts> counts, std::string& error) {
+  std::unique_ptr<Manager> m(new Manager(config, base, dns, front, demo_port, std::move(counts)));
+  m->rules_.target_tls = std::move(target_tls);
   error = m->load_rules();
   if (!error.empty()) return nullptr;
   return m;
 }
 
-std::unique_ptr<Manager> Manager::create_worker(const Config& config, event_base* base, evdns_base* dns,
-                                                std::shared_ptr<SessionCounts> counts, int thread) {
-  std::unique_ptr<Manager> m(new Manager(config, base, dns, nullptr, 0, std::move(counts)));
+std::unique_ptr<Manager> Manager::create_worker(const Config& config, event_base* base, evdns_base* dns, Front& front,
+                                                Rules rules, std::shared_ptr<SessionCounts> counts, int thread) {
+  std::unique_ptr<Manager> m(new Manager(config, base, dns, front, 0, std::move(counts)));
   m->thread_ = thread;
+  m->rules_ = std::move(rules);
   return m;
 }
 
-Manager::Manager(const Config& config, event_base* base, evdns_base* dns, Server* server, int demo_port,
+Manager::Manager(const Config& config, event_base* base, evdns_base* dns, Front& front, int demo_port,
                  std::shared_ptr<SessionCounts> counts)
     : config_(config),
       base_(base),
       dns_(dns),
-      server_(server),
+      front_(front),
       demo_port_(demo_port),
       counts_(std::move(counts)),
       limit_log_(kLimitLogWindowSeconds, kLimitLogBurst) {
   reaper_.reset(evtimer_new(base_, &Manager::on_reap, this));
 }
-
-Front& Manager::front() const { return server_->front(); }
 
 Manager::~Manager() {
   connecting_.clear();
@@ -157,12 +156,12 @@ std::string Manager::load_rules() {
     else
       log::warn("no target rules (target-hosts, --target, --demo): every tunnel target will be refused");
   }
-  allowed_ = std::move(allowed_rules);
-  targets_ = std::move(target_rules);
-  trusted_proxies_ = std::move(trusted);
-  admin_allow_ = std::move(admin);
-  log::info("access rules: ", allowed_->rule_count(), " allowed-hosts rules, ", targets_->rule_count(),
-            " target rules, ", targets_->named_count(), " named targets");
+  log::info("access rules: ", allowed_rules->rule_count(), " allowed-hosts rules, ", target_rules->rule_count(),
+            " target rules, ", target_rules->named_count(), " named targets");
+  rules_.allowed = std::move(allowed_rules);
+  rules_.targets = std::move(target_rules);
+  rules_.trusted_proxies = std::move(trusted);
+  rules_.admin_allow = std::move(admin);
   return {};
 }
 
@@ -184,10 +183,14 @@ void Manager::flush_log_summaries(bool only_due) {
   }
 }
 
-void Manager::reload() {
+bool Manager::reload() {
   std::string err = load_rules();
-  if (!err.empty()) log::error("reload failed, keeping the previous rules: ", err);
-  else log::info("reload: rules applied to new sessions");
+  if (!err.empty()) {
+    log::error("reload failed, keeping the previous rules: ", err);
+    return false;
+  }
+  log::info("reload: rules applied to new sessions");
+  return true;
 }
 
 
@@ -239,6 +242,9 @@ void Manager::handle(evhttp_request* req, std::string_view rest) {
     http::send_json_error(req, 404, "not_found", "no such tunnel endpoint");
     return;
   }
+  // The session lives on the loop its key names: the connection goes there.
+  if (looks_like_key(key) && key_loop(key) != static_cast<size_t>(thread_) && front().move_request(req, key_loop(key)))
+    return;
   Session* s = looks_like_key(key) ? find(key) : nullptr;
   if (!s && looks_like_key(key) && counts_->is_remote(std::string(key))) {
     // A binary/base64 WebSocket's session on a worker thread: it exists, but
@@ -313,11 +319,11 @@ std::optional<access::IpAddress> Manager::client_ip(evhttp_request* req) const {
   if (conn) evhttp_connection_get_peer(conn, &peer, &port);
   auto ip = peer ? access::IpAddress::parse(peer) : std::nullopt;
   auto trusted = [&](const access::IpAddress& a) {
-    for (const auto& c : trusted_proxies_)
+    for (const auto& c : rules_.trusted_proxies)
       if (c.contains(a)) return true;
     return false;
   };
-  if (!ip || trusted_proxies_.empty() || !trusted(*ip)) return ip;
+  if (!ip || rules_.trusted_proxies.empty() || !trusted(*ip)) return ip;
   // From a trusted proxy: walk X-Forwarded-For from the right, skipping our own
   // proxies; the first address not trusted is the client.
   std::vector<std::string> hops;
@@ -357,14 +363,14 @@ bool Manager::client_allowed(evhttp_request* req, OpenError& error) const {
     error = {403, "client_not_allowed", "client address unknown"};
     return false;
   }
-  auto d = allowed_->check_address(*ip);
+  auto d = rules_.allowed->check_address(*ip);
   if (!d.allowed) {
     error = {403, "client_not_allowed", "client " + ip->to_string() + " is not allowed: " + d.reason};
     return false;
   }
   const char* origin = http::request_header(req, "Origin");
   const char* host = http::request_header(req, "Host");
-  auto od = allowed_->check_origin(origin ? std::optional<std::string_view>(origin) : std::nullopt,
+  auto od = rules_.allowed->check_origin(origin ? std::optional<std::string_view>(origin) : std::nullopt,
                                    host ? host : "", front().is_tls(req));
   if (!od.allowed) {
     error = {403, "origin_not_allowed", std::string("origin ") + (origin ? origin : "") + " is not allowed: " + od.reason};
@@ -377,7 +383,7 @@ void Manager::add_cors(evhttp_request* req) const {
   const char* origin = http::request_header(req, "Origin");
   if (!origin) return;
   const char* host = http::request_header(req, "Host");
-  auto od = allowed_->check_origin(std::string_view(origin), host ? host : "", front().is_tls(req));
+  auto od = rules_.allowed->check_origin(std::string_view(origin), host ? host : "", front().is_tls(req));
   if (!od.allowed) return;
   evkeyvalq* out = evhttp_request_get_output_headers(req);
   evhttp_add_header(out, "Access-Control-Allow-Origin", origin);
@@ -387,7 +393,7 @@ void Manager::add_cors(evhttp_request* req) const {
 bool Manager::admin_allowed(evhttp_request* req) const {
   auto ip = client_ip(req);
   if (!ip) return false;
-  for (const auto& c : admin_allow_)
+  for (const auto& c : rules_.admin_allow)
     if (c.contains(*ip)) return true;
   return false;
 }
@@ -402,7 +408,7 @@ Session* Manager::open_session(evhttp_request* req, std::string_view requested, 
 
 std::optional<SessionTicket> Manager::admit(evhttp_request* req, std::string_view requested, bool resumable,
                                             OpenError& error) {
-  if (shutting_down_ || server_->draining()) {
+  if (shutting_down_) {
     error = {503, "shutting_down", "netwine is shutting down"};
     return std::nullopt;
   }
@@ -414,13 +420,13 @@ std::optional<SessionTicket> Manager::admit(evhttp_request* req, std::string_vie
     error = {400, "bad_target", "no target given: add ?target=HOST:PORT or a target name"};
     return std::nullopt;
   }
-  auto resolved = targets_->resolve_request(requested);
+  auto resolved = rules_.targets->resolve_request(requested);
   if (auto* msg = std::get_if<std::string>(&resolved)) {
     error = {400, "bad_target", *msg};
     return std::nullopt;
   }
   auto treq = std::get<access::TargetRequest>(resolved);
-  if (targets_->empty() && !config().open_proxy) {
+  if (rules_.targets->empty() && !config().open_proxy) {
     ++sessions_refused_;
     error = {403, "target_not_allowed",
              "no target rules are configured, so every target is refused (see target-hosts, --target)"};
@@ -444,22 +450,22 @@ std::optional<SessionTicket> Manager::admit(evhttp_request* req, std::string_vie
   }
   ++sessions_opened_;
   SessionTicket t;
-  t.key = make_key();
+  t.key = make_key(static_cast<size_t>(thread_));
   t.client = std::move(client);
   const char* origin = http::request_header(req, "Origin");
   t.origin = origin ? origin : "";
   t.label = treq.named ? treq.name : std::string(requested);
   t.resumable = resumable;
-  t.rules = targets_;
-  t.open_proxy = targets_->empty() && config().open_proxy;
-  if (treq.scheme == access::Scheme::Tls) t.target_tls = server_->target_tls();
+  t.rules = rules_.targets;
+  t.open_proxy = rules_.targets->empty() && config().open_proxy;
+  if (treq.scheme == access::Scheme::Tls) t.target_tls = rules_.target_tls;
   t.target = std::move(treq);
   return t;
 }
 
 Session* Manager::start(SessionTicket ticket) {
   // Admitted on the main thread: a session living elsewhere is known there by key.
-  if (!on_main_thread()) counts_->add_remote(ticket.key);
+  if (thread_ != 0) counts_->add_remote(ticket.key);
   auto session = std::make_unique<Session>(*this, ticket.key, ticket.client, ticket.origin, ticket.label,
                                            ticket.resumable);
   Session* s = session.get();
@@ -525,7 +531,7 @@ void Manager::retire(Session* s) {
   bytes_up_total_ += s->bytes_up();
   bytes_down_total_ += s->bytes_down();
   counts_->release(s->client());
-  if (!on_main_thread()) counts_->remove_remote(s->key());
+  if (thread_ != 0) counts_->remove_remote(s->key());
   if (auto c = connecting_.find(s); c != connecting_.end()) {
     dead_connectors_.push_back(std::move(c->second));
     connecting_.erase(c);
@@ -663,6 +669,7 @@ void Manager::all_stats(evhttp_request* req, bool with_sessions, std::function<v
 }
 
 void Manager::handle_status(evhttp_request* req) {
+  if (thread_ != 0 && front().move_request(req, 0)) return;  // gathered on the main loop
   if (!admin_allowed(req)) {
     http::send_json_error(req, 403, "forbidden", "status is only shown to admin-allow addresses");
     return;
@@ -688,6 +695,7 @@ void Manager::send_status(evhttp_request* req, Stats st) {
 }
 
 void Manager::handle_metrics(evhttp_request* req) {
+  if (thread_ != 0 && front().move_request(req, 0)) return;  // gathered on the main loop
   if (!admin_allowed(req)) {
     http::send_text(req, 403, "403 forbidden: metrics are only shown to admin-allow addresses\n");
     return;

@@ -22,7 +22,6 @@
 #include "tunnel/session.hpp"
 
 namespace netwine {
-class Server;
 class Front;
 }
 
@@ -57,6 +56,16 @@ struct Stats {
   std::vector<int> unanswered;
 };
 
+// The access rules and what else admitting a session reads: loaded on the main
+// thread, a copy for every loop (shared_ptrs to immutable rule sets).
+struct Rules {
+  std::shared_ptr<const access::AllowedHosts> allowed;
+  std::shared_ptr<const access::TargetHosts> targets;
+  std::vector<access::Cidr> trusted_proxies;
+  std::vector<access::Cidr> admin_allow;
+  std::shared_ptr<const tls::TargetTlsContext> target_tls;  // for tls:// targets
+};
+
 class Manager;
 
 // The main thread's view of the worker threads (server.cpp implements it).
@@ -82,13 +91,14 @@ class Manager {
  public:
   // The main thread's manager: loads the access rules; returns null and sets
   // `error` if they are broken.
-  static std::unique_ptr<Manager> create(Server& server, int demo_port, std::shared_ptr<SessionCounts> counts,
-                                         std::string& error);
-  // A worker thread's manager: no routes and no rules; its sessions arrive as
-  // tickets admitted by the main thread (start()).
-  // `thread` numbers it in status (the main thread is 0).
-  static std::unique_ptr<Manager> create_worker(const Config& config, event_base* base, evdns_base* dns,
-                                                std::shared_ptr<SessionCounts> counts, int thread);
+  static std::unique_ptr<Manager> create(const Config& config, event_base* base, evdns_base* dns, Front& front,
+                                         int demo_port, std::shared_ptr<const tls::TargetTlsContext> target_tls,
+                                         std::shared_ptr<SessionCounts> counts, std::string& error);
+  // A worker loop's manager, with a copy of the main thread's rules (rules()).
+  // `thread` is its loop's number (the main thread is 0): in status, and in
+  // the keys of the sessions it opens.
+  static std::unique_ptr<Manager> create_worker(const Config& config, event_base* base, evdns_base* dns, Front& front,
+                                                Rules rules, std::shared_ptr<SessionCounts> counts, int thread);
   ~Manager();
 
   void set_workers(Workers* w) { workers_ = w; }
@@ -103,7 +113,13 @@ class Manager {
   // compatibility. False if `req` is not such an upgrade.
   bool handle_foreign_upgrade(evhttp_request* req);
 
-  void reload();
+  // Loads the rules again (main thread); a broken reload keeps the old ones.
+  // False if it was broken.
+  bool reload();
+  // The rules in force, for the other loops (set_rules()).
+  const Rules& rules() const { return rules_; }
+  void set_rules(Rules rules) { rules_ = std::move(rules); }
+  void set_target_tls(std::shared_ptr<const tls::TargetTlsContext> t) { rules_.target_tls = std::move(t); }
   // Writes what the log throttle of limit refusals counted and has not reported
   // (Server calls it every second with `only_due`, and at exit).
   void flush_log_summaries(bool only_due);
@@ -118,11 +134,9 @@ class Manager {
   // --- for sessions and transports ---
   const Config& config() const { return config_; }
   event_base* base() const { return base_; }
-  // The main thread's server (evhttp connections live there); never on a worker.
-  Server& server() { return *server_; }
-  // This loop's HTTP front (client connections live there); the main loop's for now.
-  Front& front() const;
-  bool on_main_thread() const { return server_ != nullptr; }
+  // This loop's HTTP front (its client connections live there).
+  Front& front() const { return front_; }
+  int thread() const { return thread_; }
   Session* find(std::string_view key);
   // Frees `s` from a zero-timeout event (it may be inside its own callback).
   void retire(Session* s);
@@ -162,7 +176,7 @@ class Manager {
   void add_cors(evhttp_request* req) const;
 
  private:
-  Manager(const Config& config, event_base* base, evdns_base* dns, Server* server, int demo_port,
+  Manager(const Config& config, event_base* base, evdns_base* dns, Front& front, int demo_port,
           std::shared_ptr<SessionCounts> counts);
   std::string load_rules();
   static void on_reap(evutil_socket_t, short, void* self);
@@ -183,7 +197,7 @@ class Manager {
   const Config& config_;
   event_base* base_;
   evdns_base* dns_;
-  Server* server_;  // null on worker threads
+  Front& front_;
   int demo_port_;
   int thread_ = 0;  // 0 on the main thread, 1.. on workers (status)
   std::shared_ptr<SessionCounts> counts_;  // shared by every thread
@@ -195,10 +209,7 @@ class Manager {
   std::vector<std::unique_ptr<Transport>> dead_transports_;
   std::vector<std::unique_ptr<target::Connector>> dead_connectors_;
   EventPtr reaper_;
-  std::shared_ptr<const access::AllowedHosts> allowed_;
-  std::shared_ptr<const access::TargetHosts> targets_;
-  std::vector<access::Cidr> trusted_proxies_;
-  std::vector<access::Cidr> admin_allow_;
+  Rules rules_;
   std::function<void()> drained_;
   log::Throttle limit_log_;
   std::string limit_log_last_;  // the last refusal only counted

@@ -1237,11 +1237,13 @@ void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams
     return;
   }
   Mode mode = mode_for(hs.subprotocol);
-  // Binary and base64 WebSockets (never attached to again) take turns between
-  // the event-loop threads; netwine.v1 stays here, where its resumes arrive.
-  // (A refusal costs no turn.)
+  // Where connections stay on the main loop (TLS on the port: front.hpp), binary
+  // and base64 WebSockets (never attached to again) take turns between the
+  // event-loop threads after their handshake; netwine.v1 stays here, where its
+  // resumes arrive. (A refusal costs no turn.) Where connections take turns
+  // already, every WebSocket stays on the loop its connection is on.
   std::optional<tunnel::SessionTicket> ticket;
-  if (p.key.empty() && mode != Mode::NetwineV1 && m.workers() && can_hand_off(m, req)) {
+  if (p.key.empty() && mode != Mode::NetwineV1 && m.workers() && !m.front().spreads() && can_hand_off(m, req)) {
     ticket = m.admit(req, p.target, false, err);
     if (!ticket) {
       http::send_json_error(req, err.status, err.code, err.message);

@@ -1,6 +1,8 @@
-"""Worker threads (--threads, server.hpp "Threads"): binary and base64 WebSockets
-take turns between the main thread and the workers after their handshake; every
-limit, status, metrics and the SIGTERM drain still see the whole process.
+"""Worker threads (--threads, server.hpp "Threads"): new connections take turns
+between the main thread and the workers, so WebSockets do (on a TLS port, where
+connections stay on the main loop, binary and base64 WebSockets take turns after
+their handshake: test_tls.py); every limit, status, metrics and the SIGTERM drain
+still see the whole process. (The HTTP transports across loops: test_loops.py.)
 
 Which thread holds a session is read from /netwine/status ("thread": 0 is the
 main thread), so every test knows it exercised a worker, not just the main loop.
@@ -121,7 +123,8 @@ def test_a_frame_sent_with_the_handshake_reaches_the_target_from_a_worker(netwin
     n = netwine("--access-log", "", "--target", echo.address, "--threads", "2")
     main = RawWs(n.host, n.port, path_to(echo), ["binary"])
     # Bytes after the request, in the same packet: evhttp has read them already,
-    # so the hand-off must carry them to the worker.
+    # so the WebSocket must take them over (on a TLS port, the hand-off carries
+    # them to the worker).
     early = RawWs(n.host, n.port, path_to(echo), ["binary"],
                   send_with_handshake=encode_frame(OP_BINARY, b"sent with the handshake"))
     assert threads_of(n) == [0, 1]
@@ -212,30 +215,47 @@ def test_one_thread_keeps_everything_on_the_main_loop(netwine, tcp_target):
         ws.close()
 
 
-def test_netwine_v1_stays_on_the_main_thread(netwine, tcp_target):
+def test_netwine_v1_sessions_live_on_their_loop_and_resume_there(netwine, tcp_target):
     echo = tcp_target("echo")
     n = netwine("--access-log", "", "--target", echo.address, "--threads", "4")
     conns = [RawWs(n.host, n.port, path_to(echo), ["netwine.v1"]) for _ in range(4)]
+    keys = []
     for ws in conns:
         op, p = ws.recv_message()
         assert op == OP_TEXT and p.startswith(b"OK ")
-    # Resumes and HTTP fallbacks reach the main thread, so resumable sessions live there.
-    assert threads_of(n) == [0, 0, 0, 0]
+        keys.append(p.decode().split(" ")[1])
+    # Each on its connection's loop, which its key's first character names.
+    assert threads_of(n) == [0, 1, 2, 3]
     for ws in conns:
+        ws.send(OP_CLOSE, close_payload(1001))  # keeps the session for a resume
+        assert ws.expect_close()[0] == 1001
         ws.close()
+    # Resumed over new connections, which the turns put on other loops: each
+    # handshake moves to its session's loop and relays there.
+    for i, key in enumerate(reversed(keys)):
+        ws = RawWs(n.host, n.port, f"/netwine/{key}/ws?ack=0", ["netwine.v1"])
+        assert ws.recv_message() == (OP_TEXT, f"OK {key} 0".encode())
+        msg = f"resumed {i}".encode()
+        ws.send(OP_BINARY, (0).to_bytes(8, "big") + msg)
+        op, p = ws.recv_message()
+        while op == OP_TEXT:  # acknowledgements
+            op, p = ws.recv_message()
+        assert (op, p) == (OP_BINARY, (0).to_bytes(8, "big") + msg)
+        ws.close()
+    assert threads_of(n) == [0, 1, 2, 3]
 
 
 def test_refusals_stay_http_answers_on_a_workers_turn(netwine, tcp_target):
     echo = tcp_target("echo")
     n = netwine("--access-log", "", "--target", echo.address, "--threads", "2")
     first = RawWs(n.host, n.port, path_to(echo), ["binary"])  # main's turn; next is the worker's
-    with pytest.raises(HandshakeError) as e:
+    with pytest.raises(HandshakeError) as e:  # on the worker
         RawWs(n.host, n.port, path_to(echo), ["binary"], extra={"Origin": "http://evil.example"})
     assert e.value.status == 403
-    with pytest.raises(HandshakeError) as e:
+    with pytest.raises(HandshakeError) as e:  # on the main loop
         RawWs(n.host, n.port, "/netwine/ws?target=no%20such%20target", ["binary"])
     assert e.value.status == 400
-    # Refusals cost no turn: this one is the worker's.
+    # Every connection takes a turn: this one is the worker's.
     second = RawWs(n.host, n.port, path_to(echo), ["binary"])
     assert threads_of(n) == [0, 1]
     # A target outside the rules is refused by address after the upgrade, as

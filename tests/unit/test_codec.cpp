@@ -146,4 +146,21 @@ TEST_SUITE("tunnel keys") {
     CHECK_FALSE(looks_like_key(std::string(24, '/')));
     CHECK_FALSE(looks_like_key(std::string(25, 'a')));
   }
+
+  TEST_CASE("a key names its event loop in its first character, the rest stays random") {
+    for (size_t loop = 0; loop < kMaxLoops; ++loop) {
+      std::string a = make_key(loop), b = make_key(loop);
+      CHECK(looks_like_key(a));
+      CHECK(key_loop(a) == loop);
+      CHECK(key_loop(b) == loop);
+      CHECK(a.substr(1) != b.substr(1));
+    }
+    CHECK(key_loop("A") == 0);
+    CHECK(key_loop("a") == 26);
+    CHECK(key_loop("0") == 52);
+    CHECK(key_loop("-") == 62);
+    CHECK(key_loop("_") == 63);
+    CHECK(key_loop("") == 0);
+    CHECK(make_key(kMaxLoops + 3)[0] == make_key(3)[0]);  // numbers wrap, never index out of range
+  }
 }

@@ -11,6 +11,8 @@
 
 #include <event2/thread.h>
 
+#include "front.hpp"
+#include "http/static_files.hpp"
 #include "tunnel/counts.hpp"
 #include "workers.hpp"
 
@@ -136,7 +138,10 @@ TEST_CASE("WorkerPool::gather answers on the main loop without holding it up, an
   constexpr double kBound = 0.3;
   WorkerPool pool(config, std::make_shared<SessionCounts>(), base.get(), &mailbox, kBound);
   std::string error;
-  REQUIRE(pool.start(2, error));
+  netwine::FrontGroup fronts;  // the workers' fronts join it; nothing connects in this test
+  netwine::http::StaticSite site("/nonexistent", {});
+  REQUIRE(pool.start(2, fronts, -1, netwine::tunnel::Rules{}, site, error));
+  CHECK(fronts.loops.size() == 2);
   const auto main_thread = std::this_thread::get_id();
   timeval bound{30, 0};  // every wait below ends by itself; this only stops a broken build hanging
 
