@@ -267,7 +267,7 @@ restart() { # TARGET
 applies() { # TARGET TEST
     case $2 in
     hold_ws | stream | poll_idle) [ "$1" = netwine ] ;;
-    poll_c1 | poll_c8) [ "$1" = netwine ] || [ "$1" = ref-evhttp ] ;;
+    poll_c1 | poll_c8) [ "$1" = netwine ] || [ "$1" = netwine-1t ] || [ "$1" = ref-evhttp ] ;;
     conns) [ "$1" != raw ] && [ "$1" != netwine-mixed ] && [ "$1" != ref-evhttp ] ;;  # (conns restarts the bridge: netwine-tls's process)
     *) [ "$1" != ref-evhttp ] ;;  # it speaks only the polling transport
     esac
@@ -329,6 +329,7 @@ run_test() { # REP TARGET TEST
     poll_c1 | poll_c8)
         local http_url=$HTTP_URL
         [ "$t" = ref-evhttp ] && http_url=$url
+        [ "$t" = netwine-1t ] && http_url="http://127.0.0.1:${PORT[netwine-1t]}/netwine/"
         args=(poll-rtt --url "$http_url" --target "127.0.0.1:$ECHO" -c "${test#poll_c}" -t "$LAT_SECS") ;;
     poll_idle)
         restart "$t"

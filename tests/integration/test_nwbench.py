@@ -278,3 +278,23 @@ def test_mailbox_hop_measures_round_trips_between_two_loops():
         assert float(kv["a_cpu_us_per_rt"]) > 0 and float(kv["b_cpu_us_per_rt"]) > 0, kv
     p = subprocess.run([str(exe), "0", "1"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "usage" in p.stderr
+
+
+def test_poll_clients_compares_one_loop_with_two(tmp_path):
+    # bench/experiments/poll-clients.sh, the long-polling figures of docs/PERFORMANCE.md
+    # ("HTTP on every loop"): both servers answer every client's round trips, each
+    # run counts its server's CPU, and the medians are compared.
+    from conftest import BINARY
+    for attempt in range(3):  # it listens on BASE_PORT+1, +10, +11: another base if one is taken
+        env = dict(os.environ, N="2", K="1", SECS="0.5", REPS="2", NETWINE=str(BINARY), NWB=str(NWBENCH),
+                   BASE_PORT=str(random.randrange(20000, 30000)), TMPDIR=str(tmp_path))
+        p = subprocess.run(["bash", str(ROOT / "bench" / "experiments" / "poll-clients.sh")], capture_output=True,
+                           text=True, env=env, timeout=120)
+        if "busy" not in p.stderr:
+            break
+    assert p.returncode == 0, p.stdout + p.stderr
+    runs = [line.split() for line in p.stdout.splitlines() if line.startswith(("one ", "two "))]
+    assert sorted(r[0] for r in runs) == ["one", "one", "two", "two"], p.stdout
+    for name, rtps, cpu in runs:
+        assert float(rtps.split("=")[1]) > 0 and float(cpu.split("=")[1]) > 0, p.stdout
+    assert "two/one" in p.stdout.splitlines()[-1], p.stdout
