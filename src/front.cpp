@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <utility>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -336,10 +337,10 @@ void Front::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void*
   }
   size_t to = g.spread ? g.turn.fetch_add(1, std::memory_order_relaxed) % g.loops.size() : self->loop_;
   if (to == self->loop_) self->take_socket(fd, {});
-  else g.loops[to]->post_socket(fd, {});
+  else g.loops[to]->post_socket(fd, {});  // (a TLS handshake, too, happens there)
 }
 
-void Front::take_socket(evutil_socket_t fd, std::string prefill) {
+void Front::take_socket(evutil_socket_t fd, Arrival arrival) {
   sockaddr_storage peer;
   socklen_t len = sizeof peer;
   if (!accept_cb_ || getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) {
@@ -347,18 +348,30 @@ void Front::take_socket(evutil_socket_t fd, std::string prefill) {
     note_connection_gone();
     return;
   }
-  prefill_ = std::move(prefill);
+  if (arrival.moved && tls_) {
+    // Its filter carries on where the other loop's stopped (plain or TLS).
+    adopted_ = tls_->adopt(fd, arrival.tls ? std::move(*arrival.tls) : tls::Released{});
+    if (!adopted_) {  // out of memory; the socket is closed
+      note_connection_gone();
+      return;
+    }
+  }
+  prefill_ = std::move(arrival.prefill);
   taking_ = true;
   accept_cb_(probe_, fd, reinterpret_cast<sockaddr*>(&peer), static_cast<int>(len), http_.get());
   if (taking_) {  // evhttp made no connection (out of memory): it closed the socket
     taking_ = false;
     prefill_.clear();
+    if (bufferevent* unused = std::exchange(adopted_, nullptr)) {
+      bufferevent_setfd(unused, -1);  // evhttp closed the socket already
+      bufferevent_free(unused);
+    }
     note_connection_gone();
   }
 }
 
-void Front::post_socket(evutil_socket_t fd, std::string prefill) {
-  bool sent = mailbox_->post([this, fd, prefill = std::move(prefill)]() mutable { take_socket(fd, std::move(prefill)); });
+void Front::post_socket(evutil_socket_t fd, Arrival arrival) {
+  bool sent = mailbox_->post([this, fd, arrival = std::move(arrival)]() mutable { take_socket(fd, std::move(arrival)); });
   if (!sent) {  // that loop is stopping: so is the process
     evutil_closesocket(fd);
     note_connection_gone();
@@ -396,13 +409,13 @@ std::string raw_request(evhttp_request* req) {
 
 bool Front::move_request(evhttp_request* req, size_t to) {
   evhttp_connection* conn = evhttp_request_get_connection(req);
-  if (!group_.spread || to >= group_.loops.size() || to == loop_ || tls_ || !conn || !can_detach(conn)) return false;
+  if (!group_.spread || to >= group_.loops.size() || to == loop_ || !conn || !can_detach(conn)) return false;
   std::string head = raw_request(req);
   http::forget_request(req);  // logged where it is answered
   Front* dest = group_.loops[to];
-  detach_socket(conn, [this, dest, head = std::move(head)](evutil_socket_t fd, std::string pending, CarriedTls) {
+  detach_socket(conn, [dest, head = std::move(head)](evutil_socket_t fd, std::string pending, CarriedTls tls) {
     if (fd < 0) return;  // the connection closed first
-    dest->post_socket(fd, head + pending);
+    dest->post_socket(fd, Arrival{true, head + pending, std::move(tls)});
   });
   return true;
 }
@@ -479,7 +492,8 @@ bufferevent* Front::do_new_connection() {
   // With TLS configured: the plain-or-TLS filter (TLS only with --tls-only).
   // The guard below works on either: bufferevent_getfd reaches the socket through
   // a filter (libevent 2.1.12 forwards it to the underlying bufferevent).
-  bufferevent* bev = tls_ ? tls_->new_connection() : bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent* bev = std::exchange(adopted_, nullptr);
+  if (!bev) bev = tls_ ? tls_->new_connection() : bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE);
   if (!bev) return nullptr;
   // Stream and poll answers go out in writes of up to 1 MiB (libevent's default is
   // 16 KiB). Plain sockets only: a larger single write on libevent 2.1.12's OpenSSL

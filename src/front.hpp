@@ -9,7 +9,9 @@
 // evhttp. A request about something that lives on another loop (a session: its
 // key names its loop) moves its connection there between requests
 // (move_request()): the loop that owns a session is the only one that touches it.
-// With TLS on the port, connections stay on the main loop (FrontGroup::spread).
+// On a TLS port each loop has its own tls::Acceptor: a new connection's handshake
+// happens on the loop it was given to, and a moving connection carries its TLS
+// session along (tls::Acceptor::release(), adopt()).
 //
 // A Front is used on its own loop's thread only, except post_socket() and
 // connection_closed_elsewhere().
@@ -36,7 +38,7 @@ namespace tls { class Acceptor; struct Released; }
 // read-only but for the counters.
 struct FrontGroup {
   std::vector<Front*> loops;          // by loop number; 0 is the main loop
-  bool spread = false;                // new connections take turns between the loops
+  bool spread = false;                // new connections take turns between the loops (more than one)
   std::atomic<uint64_t> open{0};      // client connections open, every loop's
   std::atomic<uint64_t> turn{0};      // the next connection's loop (main thread only, in fact)
 };
@@ -69,20 +71,28 @@ class Front {
   event_base* base() const { return base_; }
   size_t loop() const { return loop_; }
   size_t loops() const { return group_.loops.size(); }
-  // True if connections take turns between the loops (FrontGroup::spread).
-  bool spreads() const { return group_.spread; }
 
-  // Gives the connected socket `fd` to this loop's evhttp, which reads
-  // `prefill` first, as if it had come from the socket. This loop's thread
+  // A shared-port TLS connection's session, carried along with its socket.
+  using CarriedTls = std::shared_ptr<tls::Released>;
+  // What comes with a socket to take_socket(): nothing for a new connection;
+  // for one moving from another loop, the bytes its evhttp is to read first (as
+  // if they had come from the socket) and, on a TLS port, its TLS session (null:
+  // the port's plain side).
+  struct Arrival {
+    bool moved = false;
+    std::string prefill;
+    CarriedTls tls;
+  };
+  // Gives the connected socket `fd` to this loop's evhttp. This loop's thread
   // only. The socket must already be counted in FrontGroup::open.
-  void take_socket(evutil_socket_t fd, std::string prefill);
+  void take_socket(evutil_socket_t fd, Arrival arrival);
   // take_socket() on this Front's loop, from any thread; if that loop has
   // stopped, closes the socket.
-  void post_socket(evutil_socket_t fd, std::string prefill);
+  void post_socket(evutil_socket_t fd, Arrival arrival);
   // Moves `req`'s connection to loop `to`, whose evhttp reads `req` again (and
   // whatever the client sent after it): for a request about something that
   // lives there. Nothing is answered here. False if this connection cannot move
-  // (TLS on the port, or a loop that does not exist): the caller answers.
+  // now (a loop that does not exist; TLS output not yet sent): the caller answers.
   bool move_request(evhttp_request* req, size_t to);
 
   // Runs `fn` once when `conn` closes (or the server frees it), before the
@@ -98,8 +108,6 @@ class Front {
   // True if detach_socket() may take `conn`'s socket now: a plain socket, or a
   // shared-port connection (plain or TLS, tls::Acceptor::can_release()).
   bool can_detach(evhttp_connection* conn) const;
-  // A shared-port TLS connection's session, carried along with its socket.
-  using CarriedTls = std::shared_ptr<tls::Released>;
   // Takes `conn`'s socket away from evhttp: from the event loop, once evhttp has
   // let go of it, `then` gets the descriptor (the caller's from then on), the
   // bytes the client sent after its request (plaintext), and for a TLS
@@ -150,6 +158,7 @@ class Front {
   void (*accept_cb_)(evconnlistener*, evutil_socket_t, sockaddr*, int, void*) = nullptr;
   evconnlistener* probe_ = nullptr;  // owned by http_
   std::string prefill_;              // for the connection take_socket() is making
+  bufferevent* adopted_ = nullptr;   // its filter, made already (a TLS port's moved connection)
   bool taking_ = false;
   EventPtr resume_accept_;
   // Connections that have dispatched a request: their close watchers.

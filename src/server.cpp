@@ -254,19 +254,14 @@ bool Server::start_workers() {
   if (loops <= 1) return true;
   workers_ = std::make_unique<WorkerPool>(config_, counts_, base_.get(), mailbox_.get());
   std::string error;
-  if (!workers_->start(loops - 1, fronts_, placeholder_, tunnels_->rules(), *static_site_, error)) {
+  if (!workers_->start(loops - 1, fronts_, placeholder_, tunnels_->rules(), *static_site_, tls_context_.get(),
+                       error)) {
     log::error(error);
     return false;
   }
   tunnels_->set_workers(workers_.get());
-  // With TLS on the port a connection's TLS state stays with the loop that
-  // accepted it: connections stay on the main loop, and only binary and base64
-  // WebSockets move after their handshake (server.hpp, "Threads").
-  fronts_.spread = !tls_acceptor_;
-  if (fronts_.spread)
-    log::info(loops, " event-loop threads: connections take turns between them; each session lives on one");
-  else
-    log::info(loops, " event-loop threads (TLS): binary and base64 WebSockets take turns between them");
+  fronts_.spread = true;
+  log::info(loops, " event-loop threads: connections take turns between them; each session lives on one");
   return true;
 }
 

@@ -3,25 +3,18 @@
 // /netwine.js, the tunnel prefix, status and metrics), signals, reload and drain.
 //
 // Threads. --threads N (default: one per CPU) runs N event loops: the main one
-// and N-1 workers (workers.hpp), each with its own Front (front.hpp), DNS base
-// and tunnel::Manager. The main loop accepts and hands each new connection to
-// the next loop in turn; that loop's evhttp serves it: static files, opens (the
-// session lives there; its key names the loop), WebSockets. A request about a
-// session on another loop moves its connection there between requests
+// and N-1 workers (workers.hpp), each with its own Front (front.hpp; on a TLS
+// port its own tls::Acceptor), DNS base and tunnel::Manager. The main loop
+// accepts and hands each new connection to the next loop in turn; that loop's
+// evhttp serves it: static files, opens (the session lives there; its key names
+// the loop), WebSockets. A request about a session on another loop moves its
+// connection there between requests, TLS session and all
 // (Front::move_request()); status and metrics move to the main loop, which
 // gathers every loop's sessions on their own threads. Shared between threads:
-// the session limits and the keys of sessions handed to workers
-// (tunnel/counts.hpp), the connection count (FrontGroup), the rules (each loop
-// has a copy of the shared_ptrs, replaced on SIGHUP) and the config (read-only).
-//
-// With TLS on the port, connections stay on the main loop (their TLS state lives
-// in its bufferevents), and new binary and base64 WebSockets, which nothing can
-// attach to later, take turns between the loops after their handshake: the main
-// thread checks the handshake, the client, the Origin, the target and the limits
-// (refusals stay HTTP answers), then takes the socket from evhttp
-// (Front::detach_socket()) and posts it with the admitted session to the worker,
-// which writes the 101 and relays. SIGTERM's drain waits for every thread's
-// sessions.
+// the session limits (tunnel/counts.hpp), the connection count (FrontGroup),
+// the rules (each loop has a copy of the shared_ptrs, replaced on SIGHUP), the
+// TLS certificate (tls::TlsContext, locked) and the config (read-only).
+// SIGTERM's drain waits for every thread's sessions.
 #pragma once
 
 #include <functional>

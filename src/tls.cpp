@@ -152,17 +152,24 @@ std::unique_ptr<TlsContext> TlsContext::load(const std::string& cert_file, const
   return t;
 }
 
+SSL* TlsContext::new_ssl() const {
+  std::lock_guard lock(mu_);
+  return SSL_new(ctx_.get());
+}
+
 std::string TlsContext::reload() {
   std::string error;
   SslCtxPtr fresh = build(cert_file_, key_file_, error);
   if (!fresh) return error;
   // The old context is freed once the last SSL made from it (an open connection)
   // is: SSL_new took a reference.
+  std::lock_guard lock(mu_);
   ctx_ = std::move(fresh);
   return {};
 }
 
 std::string TlsContext::describe() const {
+  std::lock_guard lock(mu_);
   X509* cert = SSL_CTX_get0_certificate(ctx_.get());
   if (!cert) return "no certificate";
   char subject[256] = "?";
@@ -227,8 +234,8 @@ class MixedConnection {
 
   // Makes the filter (registered with `owner`), or null.
   static bufferevent* create(Acceptor& owner);
-  // Makes the filter for a TLS connection released elsewhere (adopt_connection()).
-  static bufferevent* adopt(event_base* base, evutil_socket_t fd, Released r);
+  // Makes the filter for a connection released on another loop (Acceptor::adopt()).
+  static bufferevent* adopt(Acceptor& owner, evutil_socket_t fd, Released r);
 
   bool can_release() const;
   Released release();
@@ -285,7 +292,7 @@ class MixedConnection {
   bool freed() const;
   std::string peer() const;
 
-  Acceptor* owner_;               // null for an adopted connection (a worker's)
+  Acceptor* owner_;               // null once orphaned
   event_base* base_;              // the loop it lives on; null once orphaned
   bufferevent* under_;            // the socket bufferevent; we hold a reference
   bufferevent* filter_ = nullptr;
@@ -364,9 +371,6 @@ const BIO_METHOD* connection_bio_method() {
 
 }  // namespace
 
-// Adopted connections of this thread (a worker's loop), until finalized.
-thread_local std::unordered_set<MixedConnection*> t_adopted;
-
 MixedConnection::MixedConnection(Acceptor* owner, event_base* base, bufferevent* under)
     : owner_(owner), base_(base), under_(under) {
   kick_.reset(event_new(base, -1, 0, &MixedConnection::on_kick, this));
@@ -374,7 +378,6 @@ MixedConnection::MixedConnection(Acceptor* owner, event_base* base, bufferevent*
 
 MixedConnection::~MixedConnection() {
   if (owner_) owner_->forget(filter_);
-  else t_adopted.erase(this);
   ssl_.reset();  // frees the BIO, which points at us
   // Our reference kept the socket bufferevent valid for kicks that ran after
   // evhttp freed the filter; now it may go.
@@ -412,16 +415,20 @@ bufferevent* MixedConnection::make_filter() {
   return f;
 }
 
-bufferevent* MixedConnection::adopt(event_base* base, evutil_socket_t fd, Released r) {
-  bufferevent* under = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+bufferevent* MixedConnection::adopt(Acceptor& owner, evutil_socket_t fd, Released r) {
+  bufferevent* under = bufferevent_socket_new(owner.base(), fd, BEV_OPT_CLOSE_ON_FREE);
   if (!under) {
     evutil_closesocket(fd);
     return nullptr;
   }
-  auto* c = new MixedConnection(nullptr, base, under);
-  t_adopted.insert(c);
+  auto* c = new MixedConnection(&owner, owner.base(), under);
   bufferevent* f = c->make_filter();
   if (!f) return nullptr;
+  owner.remember(f, c);
+  if (!r.ssl) {  // the plain side of the port: its bytes came along as plaintext
+    c->mode_ = Mode::Plain;
+    return f;
+  }
   c->mode_ = Mode::Tls;
   c->ssl_ = std::move(r.ssl);
   BIO_set_data(SSL_get_rbio(c->ssl_.get()), c);  // one BIO both ways (start_tls())
@@ -771,13 +778,8 @@ Released Acceptor::release(bufferevent* bev) {
   return it != mixed_.end() ? it->second->release() : Released{};
 }
 
-bufferevent* adopt_connection(event_base* base, evutil_socket_t fd, Released r) {
-  return MixedConnection::adopt(base, fd, std::move(r));
-}
-
-void orphan_adopted() {
-  for (MixedConnection* c : t_adopted) c->orphan();
-  t_adopted.clear();
+bufferevent* Acceptor::adopt(evutil_socket_t fd, Released r) {
+  return MixedConnection::adopt(*this, fd, std::move(r));
 }
 
 bool Acceptor::is_tls(bufferevent* bev) const {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
@@ -40,7 +41,8 @@ std::string take_errors(const char* fallback = "unknown OpenSSL error");
 // The server certificate chain and key. Immutable once loaded, except that
 // reload() replaces the SSL_CTX used for *new* connections; an SSL made earlier
 // holds its own reference to the context it came from, so existing connections
-// keep their certificate until they close.
+// keep their certificate until they close. Every event loop's Acceptor makes
+// SSLs from it: new_ssl() and reload() may run on different threads.
 class TlsContext {
  public:
   // Loads `cert_file` (PEM chain, leaf first) and `key_file` (PEM, unencrypted).
@@ -53,7 +55,7 @@ class TlsContext {
   std::string reload();
 
   // A server-side SSL for one new connection (null if OpenSSL is out of memory).
-  SSL* new_ssl() const { return SSL_new(ctx_.get()); }
+  SSL* new_ssl() const;
 
   const std::string& cert_file() const { return cert_file_; }
   // The leaf certificate's subject and expiry, for the log.
@@ -64,27 +66,20 @@ class TlsContext {
   static SslCtxPtr build(const std::string& cert_file, const std::string& key_file, std::string& error);
 
   std::string cert_file_, key_file_;
+  mutable std::mutex mu_;  // guards ctx_: reload() on the main thread, new_ssl() on every loop
   SslCtxPtr ctx_;
 };
 
 class MixedConnection;
 
 // What a shared-port connection hands over when its socket moves to another event
-// loop (Acceptor::release(), adopt_connection()).
+// loop (Acceptor::release(), Acceptor::adopt()).
 struct Released {
   SslPtr ssl;       // the TLS session, handshake done; null for a plain connection
   std::string raw;  // read from the socket, not yet through the filter: ciphertext
                     // (TLS) or plaintext that follows the filter's input (plain)
 };
 
-// A TLS connection released on another loop, continued on `base` (a worker's):
-// the same filter as a shared-port connection, its TLS session and unread
-// ciphertext carried over. Takes `fd`. Null on allocation failure (fd closed).
-bufferevent* adopt_connection(event_base* base, evutil_socket_t fd, Released r);
-// The calling thread's adopted connections that libevent has not finalized yet
-// are cut loose from its event loop, which is about to be freed (as
-// Acceptor's destructor does for its own).
-void orphan_adopted();
 
 // Makes the bufferevent of each accepted client connection (evhttp_set_bevcb) and
 // answers whether one speaks TLS. Owns the bookkeeping of the plain-or-TLS
@@ -112,8 +107,13 @@ class Acceptor {
   bool can_release(bufferevent* bev) const;
   // Takes the TLS session and unfiltered input of such a connection; from then
   // on its filter passes nothing and sends nothing (the socket is being
-  // detached: Server::detach_socket). The filter's own input stays for the caller.
+  // detached: Front::detach_socket). The filter's own input stays for the caller.
   Released release(bufferevent* bev);
+  // The other end of a release() on another loop: the filter for socket `fd` on
+  // this Acceptor's loop, carrying on with `r`'s TLS session and unread
+  // ciphertext, or plain when `r` has no session. Known to is_tls() and
+  // can_release() like the rest. Takes `fd`; null on allocation failure (fd closed).
+  bufferevent* adopt(evutil_socket_t fd, Released r);
 
   // --- for MixedConnection ---
   const TlsContext& context() const { return context_; }

@@ -54,6 +54,7 @@ struct WorkerPool::Worker {
   EventBasePtr base;
   DnsBasePtr dns;
   std::unique_ptr<Mailbox> mailbox;
+  std::unique_ptr<tls::Acceptor> tls;  // outlives the front, whose filters report to it
   std::unique_ptr<Front> front;
   std::unique_ptr<tunnel::Manager> manager;
   EventPtr log_tick;  // every second: summaries of throttled log lines
@@ -74,7 +75,7 @@ WorkerPool::WorkerPool(const Config& config, std::shared_ptr<tunnel::SessionCoun
 WorkerPool::~WorkerPool() { stop(); }
 
 bool WorkerPool::start(int n, FrontGroup& group, evutil_socket_t placeholder, const tunnel::Rules& rules,
-                       const http::StaticSite& site, std::string& error) {
+                       const http::StaticSite& site, const tls::TlsContext* tls, std::string& error) {
   for (int i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->index = i + 1;
@@ -90,7 +91,8 @@ bool WorkerPool::start(int n, FrontGroup& group, evutil_socket_t placeholder, co
     w->dns.reset(evdns_base_new(w->base.get(), EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE));
     if (!w->dns) w->dns.reset(evdns_base_new(w->base.get(), 0));  // no resolv.conf (server.cpp)
     w->mailbox = std::make_unique<Mailbox>(w->base.get());
-    w->front = std::make_unique<Front>(config_, w->base.get(), nullptr, placeholder, w->mailbox.get(), group,
+    if (tls) w->tls = std::make_unique<tls::Acceptor>(w->base.get(), *tls, config_.tls_only);
+    w->front = std::make_unique<Front>(config_, w->base.get(), w->tls.get(), placeholder, w->mailbox.get(), group,
                                        static_cast<size_t>(w->index));
     w->manager = tunnel::Manager::create_worker(config_, w->base.get(), w->dns.get(), *w->front, rules, counts_,
                                                 w->index);
@@ -117,14 +119,7 @@ void WorkerPool::run(Worker* w) {
   w->log_tick.reset();
   w->flush_log_summaries(false);
   ws::close_all_connections();
-  tls::orphan_adopted();  // TLS filters libevent finalizes with the loop (tls.hpp)
   w->manager.reset();
-}
-
-int WorkerPool::next_turn() {
-  size_t loops = workers_.size() + 1;
-  size_t t = turn_++ % loops;
-  return t == 0 ? -1 : static_cast<int>(t - 1);
 }
 
 bool WorkerPool::run_on(int worker, std::function<void(tunnel::Manager&)> fn) {
@@ -222,6 +217,7 @@ void WorkerPool::stop() {
     if (w->thread.joinable()) w->thread.join();
   for (auto& w : workers_) {
     w->front.reset();
+    w->tls.reset();
     w->dns.reset();
     w->base.reset();
   }

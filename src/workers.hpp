@@ -21,6 +21,7 @@ namespace netwine {
 class Front;
 struct FrontGroup;
 namespace http { class StaticSite; }
+namespace tls { class TlsContext; }
 
 // Functions posted to an event loop from any thread, run on the loop's thread
 // in the order posted. Needs evthread_use_pthreads() before the base was made.
@@ -58,13 +59,13 @@ class WorkerPool final : public tunnel::Workers {
 
   // Starts `n` workers (--threads minus the main loop), each with a Front in
   // `group` (appended to group.loops; the main loop's must be there first), a
-  // Manager with `rules`, and `site` for static files. `placeholder` is the
-  // server's (Front::detach_socket()). False with `error` if one cannot be made.
+  // Manager with `rules`, and `site` for static files; with `tls` (may be null),
+  // a tls::Acceptor of its own for the port's TLS connections. `placeholder` is
+  // the server's (Front::detach_socket()). False with `error` if one cannot be made.
   bool start(int n, FrontGroup& group, evutil_socket_t placeholder, const tunnel::Rules& rules,
-             const http::StaticSite& site, std::string& error);
+             const http::StaticSite& site, const tls::TlsContext* tls, std::string& error);
   size_t size() const { return workers_.size(); }
 
-  int next_turn() override;
   bool run_on(int worker, std::function<void(tunnel::Manager&)> fn) override;
   void gather(bool with_sessions, std::function<void(std::vector<tunnel::Stats>)> done) override;
 
@@ -89,7 +90,6 @@ class WorkerPool final : public tunnel::Workers {
   event_base* main_base_;
   Mailbox* main_mailbox_;
   double gather_bound_;
-  size_t turn_ = 0;  // main thread only
   // gather() calls waiting for workers, by id (main thread only).
   std::map<uint64_t, std::unique_ptr<Gathering>> gatherings_;
   uint64_t next_gathering_ = 0;

@@ -1,15 +1,11 @@
 // Session counts shared by every event-loop thread (server.hpp, "Threads"), so
-// --max-sessions and --max-sessions-per-client limit the process, not a thread;
-// and the keys of sessions living on other threads than the main one, so a
-// request naming one of them is told it cannot attach (409), not that it does
-// not exist (404).
+// --max-sessions and --max-sessions-per-client limit the process, not a thread.
 #pragma once
 
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace netwine::tunnel {
 
@@ -43,25 +39,10 @@ class SessionCounts {
     return total_;
   }
 
-  // Keys of sessions that live on a worker thread.
-  void add_remote(const std::string& key) {
-    std::lock_guard lock(mu_);
-    remote_.insert(key);
-  }
-  void remove_remote(const std::string& key) {
-    std::lock_guard lock(mu_);
-    remote_.erase(key);
-  }
-  bool is_remote(const std::string& key) const {
-    std::lock_guard lock(mu_);
-    return remote_.count(key) != 0;
-  }
-
  private:
   mutable std::mutex mu_;
   uint64_t total_ = 0;
   std::unordered_map<std::string, uint64_t> per_client_;
-  std::unordered_set<std::string> remote_;
 };
 
 }  // namespace netwine::tunnel

@@ -243,16 +243,12 @@ void Manager::handle(evhttp_request* req, std::string_view rest) {
     return;
   }
   // The session lives on the loop its key names: the connection goes there.
-  if (looks_like_key(key) && key_loop(key) != static_cast<size_t>(thread_) && front().move_request(req, key_loop(key)))
-    return;
-  Session* s = looks_like_key(key) ? find(key) : nullptr;
-  if (!s && looks_like_key(key) && counts_->is_remote(std::string(key))) {
-    // A binary/base64 WebSocket's session on a worker thread: it exists, but
-    // nothing can attach to it (the same answer as for one on this thread).
-    http::send_json_error(req, 409, "not_resumable",
-                          "this session belongs to a binary/base64 WebSocket and cannot be attached to");
+  if (looks_like_key(key) && key_loop(key) != static_cast<size_t>(thread_) && key_loop(key) < front().loops()) {
+    if (front().move_request(req, key_loop(key))) return;
+    busy_elsewhere(req);
     return;
   }
+  Session* s = looks_like_key(key) ? find(key) : nullptr;
   if (!s) {
     http::send_json_error(req, 404, "unknown_session", "no session with this key (it may have ended)");
     return;
@@ -465,7 +461,6 @@ std::optional<SessionTicket> Manager::admit(evhttp_request* req, std::string_vie
 
 Session* Manager::start(SessionTicket ticket) {
   // Admitted on the main thread: a session living elsewhere is known there by key.
-  if (thread_ != 0) counts_->add_remote(ticket.key);
   auto session = std::make_unique<Session>(*this, ticket.key, ticket.client, ticket.origin, ticket.label,
                                            ticket.resumable);
   Session* s = session.get();
@@ -531,7 +526,6 @@ void Manager::retire(Session* s) {
   bytes_up_total_ += s->bytes_up();
   bytes_down_total_ += s->bytes_down();
   counts_->release(s->client());
-  if (thread_ != 0) counts_->remove_remote(s->key());
   if (auto c = connecting_.find(s); c != connecting_.end()) {
     dead_connectors_.push_back(std::move(c->second));
     connecting_.erase(c);
@@ -668,8 +662,17 @@ void Manager::all_stats(evhttp_request* req, bool with_sessions, std::function<v
   });
 }
 
+void Manager::busy_elsewhere(evhttp_request* req) {
+  // A TLS connection whose filter still holds output cannot move yet.
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+  http::send_json_error(req, 503, "try_again", "this connection cannot reach the thread that serves this right now");
+}
+
 void Manager::handle_status(evhttp_request* req) {
-  if (thread_ != 0 && front().move_request(req, 0)) return;  // gathered on the main loop
+  if (thread_ != 0) {  // gathered on the main loop
+    if (!front().move_request(req, 0)) busy_elsewhere(req);
+    return;
+  }
   if (!admin_allowed(req)) {
     http::send_json_error(req, 403, "forbidden", "status is only shown to admin-allow addresses");
     return;
@@ -695,7 +698,10 @@ void Manager::send_status(evhttp_request* req, Stats st) {
 }
 
 void Manager::handle_metrics(evhttp_request* req) {
-  if (thread_ != 0 && front().move_request(req, 0)) return;  // gathered on the main loop
+  if (thread_ != 0) {  // gathered on the main loop
+    if (!front().move_request(req, 0)) busy_elsewhere(req);
+    return;
+  }
   if (!admin_allowed(req)) {
     http::send_text(req, 403, "403 forbidden: metrics are only shown to admin-allow addresses\n");
     return;

@@ -35,8 +35,7 @@ class TargetTlsContext;
 
 namespace netwine::tunnel {
 
-// A session admitted on the main thread, to be opened where it will live (this
-// thread or a worker's): everything opening it needs, decided once.
+// A session admitted (Manager::admit()): everything opening it needs, decided once.
 struct SessionTicket {
   std::string key, client, origin, label;
   bool resumable = false;
@@ -72,9 +71,6 @@ class Manager;
 class Workers {
  public:
   virtual ~Workers() = default;
-  // Whose turn it is to take the next WebSocket: a worker's index, or -1 for
-  // the main thread's own turn.
-  virtual int next_turn() = 0;
   // Runs `fn` on worker `worker`'s thread with its Manager; false if that worker
   // has stopped (`fn` is dropped).
   virtual bool run_on(int worker, std::function<void(Manager&)> fn) = 0;
@@ -162,9 +158,9 @@ class Manager {
   // connection is tried). `connected` is called when the target is reached or not.
   Session* open_session(evhttp_request* req, std::string_view requested, bool resumable,
                         OpenError& error);
-  // open_session() in two halves. admit(): every check before connecting (main
-  // thread); the session then counts against the limits. start(): opens the
-  // admitted session on this manager's thread and connects.
+  // open_session() in two halves. admit(): every check before connecting; the
+  // session then counts against the limits. start(): opens the admitted session
+  // on this manager's loop and connects.
   std::optional<SessionTicket> admit(evhttp_request* req, std::string_view requested, bool resumable,
                                      OpenError& error);
   Session* start(SessionTicket ticket);
@@ -186,6 +182,9 @@ class Manager {
   static void send_status(evhttp_request* req, Stats st);
   static void send_metrics(evhttp_request* req, const Stats& st);
   bool admin_allowed(evhttp_request* req) const;
+  // 503 + Retry-After: the request belongs on another loop and its connection
+  // cannot move there now (Front::move_request()).
+  static void busy_elsewhere(evhttp_request* req);
   // This thread's stats plus every worker's, to `done` (on this thread; at once
   // without workers). `req` is the request waiting for them: if its client leaves
   // first, `done` is not called and the request is freed.

@@ -125,12 +125,11 @@ std::string joined_header(evhttp_request* req, const char* name) {
 // ever holds a freed bufferevent.
 class WsConnection final : public tunnel::Transport, private Handler {
  public:
-  // `req` is the upgrade request on evhttp's connection, or null for a socket
-  // this object will own (start_owned()).
+  // `req` is the upgrade request on evhttp's connection.
   WsConnection(tunnel::Manager& m, evhttp_request* req, Mode mode)
       : m_(m),
         req_(req),
-        conn_(req ? evhttp_request_get_connection(req) : nullptr),
+        conn_(evhttp_request_get_connection(req)),
         mode_(mode),
         decoder_(Role::Server, m.config().ws_max_message) {
     heartbeat_.reset(evtimer_new(m.base(), &WsConnection::on_heartbeat, this));
@@ -149,11 +148,6 @@ class WsConnection final : public tunnel::Transport, private Handler {
 
   // Sends the 101 and takes the connection over. `s` has this attached.
   void start(tunnel::Session* s, const HandshakeResult& hs);
-  // The same for a socket taken from evhttp on another thread (hand_off()):
-  // `bev` is ours to free; `head` is the 101 to send first; `pending` what the
-  // client sent after its request; `on_closed` runs once the socket is closed.
-  void start_owned(tunnel::Session* s, bufferevent* bev, const std::string& head, const std::string& pending,
-                   std::string peer, std::function<void()> on_closed);
   // Drops the connection now (a worker thread stopping).
   void abandon() { close_connection(); }
 
@@ -263,10 +257,8 @@ class WsConnection final : public tunnel::Transport, private Handler {
 
   tunnel::Manager& m_;
   evhttp_request* req_;      // the upgrade request; evhttp frees it with the connection
-  evhttp_connection* conn_;  // owned by evhttp; freed by close_connection(); null if owned_
+  evhttp_connection* conn_;  // owned by evhttp; freed by close_connection()
   bufferevent* bev_ = nullptr;  // conn_'s bufferevent or our own; null once the connection is gone
-  bool owned_ = false;          // bev_ is ours (start_owned()), not evhttp's
-  std::function<void()> on_closed_;  // owned_: runs once the socket is closed
   evutil_socket_t raw_fd_ = -1;  // plain TCP socket: our own reads and writes, lingering close
   EventPtr reader_;              // plain TCP: our read event on raw_fd_ (do_raw_read())
   tunnel::Session* session_ = nullptr;  // attached session; null once detached
@@ -347,24 +339,7 @@ void WsConnection::start(tunnel::Session* s, const HandshakeResult& hs) {
   begin_relay();
 }
 
-void WsConnection::start_owned(tunnel::Session* s, bufferevent* bev, const std::string& head,
-                               const std::string& pending, std::string peer, std::function<void()> on_closed) {
-  session_ = s;
-  peer_ = std::move(peer);
-  owned_ = true;
-  on_closed_ = std::move(on_closed);
-  bev_ = bev;
-  bufferevent_setcb(bev_, &WsConnection::on_read, &WsConnection::on_write, &WsConnection::on_event, this);
-  bufferevent_setwatermark(bev_, EV_WRITE, kOutputLowWater, 0);
-  raw_fd_ = sockio::plain_socket(bev_) ? bufferevent_getfd(bev_) : -1;  // not under a TLS filter
-  evbuffer_add(bufferevent_get_output(bev_), head.data(), head.size());
-  // A socket bufferevent's input takes nothing from us (frozen at its end): the
-  // early bytes go where do_read() decodes from.
-  evbuffer_add(rx_.get(), pending.data(), pending.size());
-  begin_relay();
-}
-
-// The relay starts: both start() functions end here.
+// The relay starts (start() ends here).
 void WsConnection::begin_relay() {
   if (raw_fd_ >= 0) {
     bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
@@ -957,16 +932,10 @@ void WsConnection::close_connection() {
   evtimer_del(kick_.get());
   if (bulk_done_) event_del(bulk_done_.get());
   reader_.reset();  // before the socket closes
-  if (owned_) {
-    // Safe inside the bufferevent's own callbacks: they hold a reference.
-    bufferevent_free(bev_);
-    if (on_closed_) on_closed_();
-  } else {
-    m_.front().unwatch_close(conn_);
-    // Frees the request and the bufferevent (closing the socket). Safe inside
-    // the bufferevent's own callbacks: libevent defers the free (LIBEVENT-NOTES).
-    evhttp_connection_free(conn_);
-  }
+  m_.front().unwatch_close(conn_);
+  // Frees the request and the bufferevent (closing the socket). Safe inside
+  // the bufferevent's own callbacks: libevent defers the free (LIBEVENT-NOTES).
+  evhttp_connection_free(conn_);
   conn_ = nullptr;
   bev_ = nullptr;
   req_ = nullptr;
@@ -1131,80 +1100,6 @@ void close_all_connections() {
   for (WsConnection* c : all) c->abandon();
 }
 
-namespace {
-
-// Plain sockets move, and TLS-port connections, plain or TLS, whose filter can
-// let go now (Front::can_detach).
-bool can_hand_off(tunnel::Manager& m, evhttp_request* req) {
-  return m.front().can_detach(evhttp_request_get_connection(req));
-}
-
-// The 101 answer, as evhttp would write it (start()), for a socket taken from it.
-std::string switching_protocols(const HandshakeResult& hs) {
-  std::string head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
-  head += "Sec-WebSocket-Accept: " + hs.accept + "\r\n";
-  if (!hs.subprotocol.empty()) head += "Sec-WebSocket-Protocol: " + hs.subprotocol + "\r\n";
-  return head + "\r\n";
-}
-
-// Opens the admitted session on this (worker) thread and relays on `fd`.
-// A TLS connection (`tls` set) continues in a filter of its own on this loop.
-void adopt(tunnel::Manager& m, tunnel::SessionTicket ticket, evutil_socket_t fd, Mode mode,
-           const std::string& head, const std::string& pending, std::string peer,
-           std::function<void()> on_closed, Front::CarriedTls tls) {
-  tunnel::Session* s = m.start(std::move(ticket));
-  bufferevent* bev = tls ? tls::adopt_connection(m.base(), fd, std::move(*tls))  // (closes fd if it fails)
-                         : bufferevent_socket_new(m.base(), fd, BEV_OPT_CLOSE_ON_FREE);
-  auto conn = std::make_unique<WsConnection>(m, nullptr, mode);
-  if (!bev || !s->attach(conn.get(), 0).empty()) {
-    if (bev) bufferevent_free(bev);
-    else if (!tls) evutil_closesocket(fd);
-    s->end(tunnel::close_code::kTargetError, "internal error");
-    if (on_closed) on_closed();
-    return;
-  }
-  WsConnection* c = conn.get();
-  live()[c] = std::move(conn);
-  c->start_owned(s, bev, head, pending, std::move(peer), std::move(on_closed));
-  // A ticket admitted just before a shutdown began here: end it like the rest.
-  if (m.shutting_down()) s->end(tunnel::close_code::kGoingAway, "server shutting down");
-}
-
-// Moves a new binary/base64 WebSocket to worker `worker` (server.hpp, "Threads"):
-// the session is admitted here, its socket taken from evhttp, and both handed
-// to the worker's loop, which answers 101 and relays from then on.
-void hand_off(tunnel::Manager& m, evhttp_request* req, int worker, tunnel::SessionTicket ticket,
-              const HandshakeResult& hs, Mode mode) {
-  http::log_request_done(req, 101, 0);
-  std::string head = switching_protocols(hs);
-  std::string peer = http::peer_address(req);
-  Front& front = m.front();
-  tunnel::Workers* workers = m.workers();
-  auto counts = m.counts();
-  front.detach_socket(
-      evhttp_request_get_connection(req),
-      [&front, workers, counts, worker, ticket = std::move(ticket), mode, head = std::move(head),
-       peer = std::move(peer)](evutil_socket_t fd, std::string pending, Front::CarriedTls tls) mutable {
-        std::string client = ticket.client;
-        if (fd < 0) {  // the connection went first (evhttp_free at exit)
-          counts->release(client);
-          return;
-        }
-        auto on_closed = [&front] { front.connection_closed_elsewhere(); };
-        bool sent = workers->run_on(worker, [ticket = std::move(ticket), fd, mode, head, pending = std::move(pending),
-                                             peer, on_closed, tls = std::move(tls)](tunnel::Manager& wm) mutable {
-          adopt(wm, std::move(ticket), fd, mode, head, pending, std::move(peer), on_closed, std::move(tls));
-        });
-        if (!sent) {  // the worker is stopping: so are we
-          evutil_closesocket(fd);
-          counts->release(client);
-          on_closed();
-        }
-      });
-}
-
-}  // namespace
-
 void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams& p) {
   std::string upgrade = joined_header(req, "Upgrade");
   std::string connection = joined_header(req, "Connection");
@@ -1237,32 +1132,11 @@ void handle_upgrade(tunnel::Manager& m, evhttp_request* req, const UpgradeParams
     return;
   }
   Mode mode = mode_for(hs.subprotocol);
-  // Where connections stay on the main loop (TLS on the port: front.hpp), binary
-  // and base64 WebSockets (never attached to again) take turns between the
-  // event-loop threads after their handshake; netwine.v1 stays here, where its
-  // resumes arrive. (A refusal costs no turn.) Where connections take turns
-  // already, every WebSocket stays on the loop its connection is on.
-  std::optional<tunnel::SessionTicket> ticket;
-  if (p.key.empty() && mode != Mode::NetwineV1 && m.workers() && !m.front().spreads() && can_hand_off(m, req)) {
-    ticket = m.admit(req, p.target, false, err);
-    if (!ticket) {
-      http::send_json_error(req, err.status, err.code, err.message);
-      return;
-    }
-    if (int worker = m.workers()->next_turn(); worker >= 0) {
-      hand_off(m, req, worker, std::move(*ticket), hs, mode);
-      return;
-    }
-  }
+  // Every WebSocket stays on the loop its connection is on (connections take
+  // turns between the loops: front.hpp); a resume arrives on its session's.
   auto conn = std::make_unique<WsConnection>(m, req, mode);
   tunnel::Session* s = nullptr;
-  if (ticket) {
-    s = m.start(std::move(*ticket));
-    if (std::string e = s->attach(conn.get(), 0); !e.empty()) {
-      http::send_json_error(req, 500, "internal_error", e);
-      return;
-    }
-  } else if (!p.key.empty()) {
+  if (!p.key.empty()) {
     if (mode != Mode::NetwineV1) {
       http::send_json_error(req, 400, "bad_subprotocol",
                             "attaching to a session needs the netwine.v1 subprotocol");

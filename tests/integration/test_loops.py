@@ -233,21 +233,3 @@ def test_a_moved_socket_leaves_its_first_loops_epoll_set(netwine, tcp_target):
         conn.close()
     for s in on.values():
         s.close()
-
-
-def test_with_tls_on_the_port_connections_stay_on_the_main_loop(netwine, tcp_target, tmp_path):
-    # A TLS connection's state lives in its loop's bufferevent: with --tls-cert,
-    # resumable sessions live on the main loop as before (server.hpp, "Threads").
-    import subprocess
-    echo = tcp_target("echo")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    n, c = start(netwine, echo, 3, "--tls-cert", str(cert), "--tls-key", str(key))
-    sessions = [c.open(echo.address, mode="poll") for _ in range(4)]  # plain HTTP on the shared port
-    assert set(sessions_by_thread(c).values()) == {0}
-    assert all(s.key[0] == "A" for s in sessions)
-    for s in sessions:
-        assert echo_back(s, b"still here\n") == b"still here\n"
-        s.close()

@@ -1,8 +1,7 @@
 """Worker threads (--threads, server.hpp "Threads"): new connections take turns
-between the main thread and the workers, so WebSockets do (on a TLS port, where
-connections stay on the main loop, binary and base64 WebSockets take turns after
-their handshake: test_tls.py); every limit, status, metrics and the SIGTERM drain
-still see the whole process. (The HTTP transports across loops: test_loops.py.)
+between the main thread and the workers, so WebSockets do (on a TLS port too:
+test_tls.py); every limit, status, metrics and the SIGTERM drain still see the
+whole process. (The HTTP transports across loops: test_loops.py.)
 
 Which thread holds a session is read from /netwine/status ("thread": 0 is the
 main thread), so every test knows it exercised a worker, not just the main loop.

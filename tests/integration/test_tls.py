@@ -6,6 +6,7 @@ Certificates are made at test time with the `openssl` command: a test CA, a
 server certificate for localhost / 127.0.0.1, a second one for the reload test
 and one for the wrong name."""
 import asyncio
+import base64
 import http.client
 import json
 import pathlib
@@ -403,16 +404,17 @@ def test_tls_port_websockets_take_turns_between_threads(pki, netwine, tcp_target
     assert n.stop() == 0
 
 
-def test_tls_websocket_moves_to_a_worker_with_half_a_record_unread(pki, netwine, tcp_target):
+def test_tls_connection_moves_with_half_a_record_unread(pki, netwine, tcp_target):
     """The TLS session moves with what the filter read and could not decrypt yet:
-    the upgrade request arrives with half of the next record (a WebSocket frame),
-    the connection moves to a worker, and the frame comes through once the rest of
-    its record arrives there."""
+    a request for a session on the other loop arrives with half of the next record
+    (the next request), the connection moves there, and that request is answered
+    once the rest of its record arrives."""
     echo = tcp_target("echo")
     n = netwine(*tls_args(pki, "mixed"), "--target", echo.address, "--threads", "2", "--access-log", "")
-    path = f"/netwine/ws?target={echo.address}"
-    first = RawWs(n.host, n.port, path, ["binary"])  # the main loop's turn; the next one moves
-    raw = socket.create_connection((n.host, n.port), timeout=10)
+    status, body = open_poll(n, echo.address)  # this connection's loop, then the other's turn:
+    assert status == 200, body
+    key = body.split()[1].decode()
+    raw = socket.create_connection((n.host, n.port), timeout=10)  # so this one is on the other loop
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
 
@@ -438,27 +440,41 @@ def test_tls_websocket_moves_to_a_worker_with_half_a_record_unread(pki, netwine,
             raw.sendall(outgoing.read())
             pump_in()
     raw.sendall(outgoing.read())
-    req, _ = handshake_request("localhost", n.port, path, ["binary"])
-    tls.write(req)
-    request_record = outgoing.read()
-    payload = pattern_bytes(1000, seed=77)
-    tls.write(encode_frame(OP_BINARY, payload))
-    frame_record = outgoing.read()
-    half = len(frame_record) // 2
-    raw.sendall(request_record + frame_record[:half])
-    head = read_until(b"", lambda b: b"\r\n\r\n" in b)
-    assert b" 101 " in head.split(b"\r\n")[0], head
-    with urllib.request.urlopen(f"http://{n.host}:{n.port}/netwine/status", timeout=10) as r:
-        assert sorted(s["thread"] for s in json.load(r)["sessions"]) == [0, 1]
-    raw.sendall(frame_record[half:])
-    rest = read_until(head.split(b"\r\n\r\n", 1)[1], lambda b: len(b) >= 4 + len(payload))
-    assert rest[:4] == bytes([0x82, 126]) + len(payload).to_bytes(2, "big"), rest[:4]
-    assert rest[4:4 + len(payload)] == payload
-    # Stopping with the moved connection open: the worker closes it (and frees its
+
+    def send_request(off, data):
+        return (f"POST /netwine/{key}/send?off={off} HTTP/1.1\r\nHost: localhost\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+    tls.write(send_request(0, b"first\n"))
+    first_record = outgoing.read()
+    tls.write(send_request(6, b"second\n"))
+    second_record = outgoing.read()
+    half = len(second_record) // 2
+    raw.sendall(first_record + second_record[:half])
+    answers = read_until(b"", lambda b: b"OK 6\n" in b)
+    assert answers.startswith(b"HTTP/1.1 200"), answers
+    raw.sendall(second_record[half:])
+    answers = read_until(answers, lambda b: b"OK 13\n" in b)
+    assert answers.count(b"HTTP/1.1 200") == 2, answers
+    # The target got both, in order, through the session's loop.
+    poll = http.client.HTTPConnection(n.host, n.port, timeout=10)
+    got = b""
+    while len(got) < 13:
+        poll.request("GET", f"/netwine/{key}/poll?framing=binary&ack={len(got)}")
+        r = poll.getresponse()
+        body = r.read()
+        assert r.status == 200, body
+        while body.startswith(b"D "):
+            head, _, rest = body.partition(b"\n")
+            length = int(head.split()[2])
+            got += rest[:length]
+            body = rest[length:]
+    assert got == b"first\nsecond\n"
+    poll.close()
+    # Stopping with the moved connection open: its loop closes it (and frees its
     # TLS filter) on its own thread, then exits cleanly.
     assert n.stop() == 0
     raw.close()
-    first.close()
 
 
 @pytest.mark.parametrize("secure", [True, False])
@@ -940,4 +956,88 @@ def test_wss_and_https_clients_that_never_read_hold_back_the_target(pki, netwine
         src.stop.set()
         for h in held:
             h.close()
+    assert n.stop() == 0
+
+
+def content_length(head):
+    """The Content-Length of the HTTP answer `head` starts with (0 if the head is
+    not all there yet)."""
+    if b"\r\n\r\n" not in head:
+        return 0
+    for line in head[:head.index(b"\r\n\r\n")].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+@pytest.mark.parametrize("mode,secure", [("mixed", True), ("mixed", False), ("tls-only", True)])
+def test_tls_port_connections_take_turns_and_move_to_their_sessions_loop(pki, netwine, tcp_target, mode, secure):
+    """On a TLS port too, connections take turns between the loops (each loop
+    makes its own TLS handshakes) and a request for a session on another loop moves
+    its connection there with its TLS session (front.hpp): one keep-alive
+    connection serves sessions on every loop, one request at a time and pipelined."""
+    echo = tcp_target("echo")
+    n = netwine(*tls_args(pki, mode), "--target", echo.address, "--threads", "3", "--access-log", "")
+    ctx = client_context(pki)
+
+    def connection():
+        if secure:
+            return http.client.HTTPSConnection("localhost", n.port, timeout=10, context=ctx)
+        return http.client.HTTPConnection(n.host, n.port, timeout=10)
+
+    def call(conn, method, path, body=None):
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read()
+
+    keys = []
+    for _ in range(6):  # a new connection each: the turns go round
+        c = connection()
+        status, body = call(c, "POST", f"/netwine/open?target={echo.address}&mode=poll")
+        c.close()
+        assert status == 200 and body.startswith(b"OK "), body
+        keys.append(body.split()[1].decode())
+    c = connection()
+    status, body = call(c, "GET", "/netwine/status")
+    assert status == 200
+    assert sorted({s["thread"] for s in json.loads(body)["sessions"]}) == [0, 1, 2]
+    # One keep-alive connection, moving to each session's loop in turn.
+    sent = {k: 0 for k in keys}
+    for rnd in range(2):
+        for k in keys:
+            msg = f"round {rnd} to {k[:6]}\n".encode()
+            status, body = call(c, "POST", f"/netwine/{k}/send?off={sent[k]}", msg)
+            assert status == 200 and body == f"OK {sent[k] + len(msg)}\n".encode(), body
+            got = b""
+            while len(got) < len(msg):
+                status, body = call(c, "GET", f"/netwine/{k}/poll?ack={sent[k] + len(got)}")
+                assert status == 200
+                for line in body.split(b"\n"):
+                    if line.startswith(b"D "):
+                        off, payload = line.split(b" ")[1:]
+                        data = base64.b64decode(payload)
+                        got += data[sent[k] + len(got) - int(off):]
+            assert got == msg
+            sent[k] += len(msg)
+    c.close()
+    # Pipelined, in one write (one TLS record or one plain segment): each send
+    # moves the connection with the requests behind it, still encrypted or not.
+    sock = tls_connect(n, pki) if secure else socket.create_connection((n.host, n.port), timeout=10)
+    raw = b""
+    for k in keys:
+        raw += (f"POST /netwine/{k}/send?off={sent[k]} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz").encode()
+    sock.sendall(raw)
+    buf, bodies = b"", []
+    while len(bodies) < len(keys):  # each answer: head, then Content-Length bytes
+        while b"\r\n\r\n" not in buf or len(buf) < buf.index(b"\r\n\r\n") + 4 + content_length(buf):
+            chunk = sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        end = buf.index(b"\r\n\r\n") + 4
+        assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+        bodies.append(buf[end:end + content_length(buf)])
+        buf = buf[end + content_length(buf):]
+    assert bodies == [f"OK {sent[k] + 1}\n".encode() for k in keys]
+    sock.close()
     assert n.stop() == 0
