@@ -633,10 +633,6 @@ void Front::detach_socket(evhttp_connection* conn,
   evtimer_add(job->timer.get(), &kZeroTimeval);
 }
 
-void Front::connection_closed_elsewhere() {
-  mailbox_->post([this] { note_connection_gone(); });
-}
-
 void Front::watch_close(evhttp_connection* conn, std::function<void()> fn) {
   close_watchers_[conn] = std::move(fn);
 }

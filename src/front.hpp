@@ -13,8 +13,7 @@
 // happens on the loop it was given to, and a moving connection carries its TLS
 // session along (tls::Acceptor::release(), adopt()).
 //
-// A Front is used on its own loop's thread only, except post_socket() and
-// connection_closed_elsewhere().
+// A Front is used on its own loop's thread only, except post_socket().
 #pragma once
 
 #include <atomic>
@@ -105,25 +104,23 @@ class Front {
   // True if `req` arrived over TLS (what the browser's origin scheme is).
   bool is_tls(evhttp_request* req) const;
 
-  // True if detach_socket() may take `conn`'s socket now: a plain socket, or a
-  // shared-port connection (plain or TLS, tls::Acceptor::can_release()).
-  bool can_detach(evhttp_connection* conn) const;
-  // Takes `conn`'s socket away from evhttp: from the event loop, once evhttp has
-  // let go of it, `then` gets the descriptor (the caller's from then on), the
-  // bytes the client sent after its request (plaintext), and for a TLS
-  // connection its TLS session and unread ciphertext (else null); or -1 if
-  // evhttp freed the connection first. The socket still counts as an open
-  // connection until connection_closed_elsewhere().
-  void detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string, CarriedTls)> then);
-  // A socket taken by detach_socket() was closed (callable from any thread).
-  void connection_closed_elsewhere();
-
   // Writes what the log throttles counted and have not reported; with
   // `only_due`, only once their window is over.
   void flush_log_summaries(bool only_due);
 
  private:
   struct ConnGuard;
+
+  // True if detach_socket() may take `conn`'s socket now: a plain socket, or a
+  // shared-port connection (plain or TLS, tls::Acceptor::can_release()).
+  bool can_detach(evhttp_connection* conn) const;
+  // Takes `conn`'s socket away from evhttp (move_request()): from the event
+  // loop, once evhttp has let go of it, `then` gets the descriptor (the
+  // caller's from then on), the bytes the client sent after its request
+  // (plaintext), and for a TLS connection its TLS session and unread ciphertext
+  // (else null); or -1 if evhttp freed the connection first. The socket stays
+  // counted in FrontGroup::open: it lives on elsewhere.
+  void detach_socket(evhttp_connection* conn, std::function<void(evutil_socket_t, std::string, CarriedTls)> then);
 
   static void on_request(evhttp_request* req, void* self);
   void do_request(evhttp_request* req);

@@ -204,8 +204,8 @@ def test_moving_connections_keeps_the_connection_count(netwine, tcp_target):
 
 
 def test_a_moved_socket_leaves_its_first_loops_epoll_set(netwine, tcp_target):
-    # A move takes the socket out of evhttp the way a hand-off does (front.hpp,
-    # detach_socket()): each socket must end up in one loop's epoll set only.
+    # A move takes the socket out of one loop's evhttp before another's gets it
+    # (front.hpp, detach_socket()): each socket must end up in one epoll set only.
     from test_threads import epoll_registrations
     echo = tcp_target("echo")
     n, c = start(netwine, echo, 2)

@@ -122,8 +122,7 @@ def test_a_frame_sent_with_the_handshake_reaches_the_target_from_a_worker(netwin
     n = netwine("--access-log", "", "--target", echo.address, "--threads", "2")
     main = RawWs(n.host, n.port, path_to(echo), ["binary"])
     # Bytes after the request, in the same packet: evhttp has read them already,
-    # so the WebSocket must take them over (on a TLS port, the hand-off carries
-    # them to the worker).
+    # so the WebSocket must take them over.
     early = RawWs(n.host, n.port, path_to(echo), ["binary"],
                   send_with_handshake=encode_frame(OP_BINARY, b"sent with the handshake"))
     assert threads_of(n) == [0, 1]
@@ -300,11 +299,10 @@ def epoll_registrations(pid):
     return counts
 
 
-def test_a_handed_off_socket_leaves_the_main_loops_epoll_set(netwine, tcp_target):
-    # The main loop deletes the socket's events before giving it away; with the
-    # epoll changelist the deletion reaches the kernel at the next poll, so the
-    # socket must not be renumbered before then. If it were, it would stay in the
-    # main loop's epoll set for life (and wake that loop whenever it has input).
+def test_each_websockets_socket_is_in_one_loops_epoll_set(netwine, tcp_target):
+    # Every socket is watched by the loop it was given to only: the main loop
+    # accepts it without watching it. (Sockets that move between loops:
+    # test_loops.py, test_a_moved_socket_leaves_its_first_loops_epoll_set.)
     echo = tcp_target("echo")
     n = netwine("--access-log", "", "--target", echo.address, "--threads", "2")
     conns = [RawWs(n.host, n.port, path_to(echo), ["binary"]) for _ in range(4)]
