@@ -17,17 +17,13 @@
 // SIGTERM's drain waits for every thread's sessions.
 #pragma once
 
-#include <functional>
-#include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "config.hpp"
 #include "event_handles.hpp"
 #include "front.hpp"
-#include "log.hpp"
 
 namespace netwine {
 
@@ -47,18 +43,6 @@ class Server {
 
   // Binds, serves until SIGTERM/SIGINT, drains, returns the process exit code.
   int run();
-
-  event_base* base() const { return base_.get(); }
-  evdns_base* dns() const { return dns_.get(); }
-  const Config& config() const { return config_; }
-  // The main loop's HTTP front (front.hpp).
-  Front& front() { return *front_; }
-
-  // The client TLS context for tls:// targets (system CAs plus --target-ca).
-  std::shared_ptr<const tls::TargetTlsContext> target_tls() const { return target_tls_; }
-
-  // True while shutting down: new sessions are refused with 503.
-  bool draining() const { return draining_; }
 
  private:
   bool bind_all();

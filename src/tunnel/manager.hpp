@@ -98,9 +98,6 @@ class Manager {
   ~Manager();
 
   void set_workers(Workers* w) { workers_ = w; }
-  Workers* workers() const { return workers_; }
-  std::shared_ptr<SessionCounts> counts() const { return counts_; }
-  bool shutting_down() const { return shutting_down_; }
 
   // A request under the prefix; `rest` is the path after it ("open", "KEY/poll").
   void handle(evhttp_request* req, std::string_view rest);
@@ -132,7 +129,6 @@ class Manager {
   event_base* base() const { return base_; }
   // This loop's HTTP front (its client connections live there).
   Front& front() const { return front_; }
-  int thread() const { return thread_; }
   Session* find(std::string_view key);
   // Frees `s` from a zero-timeout event (it may be inside its own callback).
   void retire(Session* s);
