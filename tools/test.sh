@@ -41,7 +41,7 @@ if [ "${NETWINE_QUICK:-0}" != 1 ]; then
   if meson compile -C build-tsan netwine >/dev/null; then
     # Bounded like the meson suites (~2 min normally): a hang fails, it does not stall CI.
     (cd tests/integration && NETWINE_BIN="$PWD/../../build-tsan/netwine" \
-      TSAN_OPTIONS="halt_on_error=0 suppressions=$PWD/../../tools/tsan.supp" \
+      TSAN_OPTIONS="halt_on_error=0 history_size=7 suppressions=$PWD/../../tools/tsan.supp" \
       timeout 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider test_threads.py test_loops.py test_tunnel_http.py test_bulk.py test_websocket.py test_foundation.py test_tls.py \
       --junitxml="$PWD/../../$reports/tsan-integration.xml") || status=1
   else
