@@ -183,14 +183,10 @@ void Manager::flush_log_summaries(bool only_due) {
   }
 }
 
-bool Manager::reload() {
+void Manager::reload() {
   std::string err = load_rules();
-  if (!err.empty()) {
-    log::error("reload failed, keeping the previous rules: ", err);
-    return false;
-  }
-  log::info("reload: rules applied to new sessions");
-  return true;
+  if (!err.empty()) log::error("reload failed, keeping the previous rules: ", err);
+  else log::info("reload: rules applied to new sessions");
 }
 
 

@@ -107,8 +107,7 @@ class Manager {
   bool handle_foreign_upgrade(evhttp_request* req);
 
   // Loads the rules again (main thread); a broken reload keeps the old ones.
-  // False if it was broken.
-  bool reload();
+  void reload();
   // The rules in force, for the other loops (set_rules()).
   const Rules& rules() const { return rules_; }
   void set_rules(Rules rules) { rules_ = std::move(rules); }
@@ -154,12 +153,6 @@ class Manager {
   // connection is tried). `connected` is called when the target is reached or not.
   Session* open_session(evhttp_request* req, std::string_view requested, bool resumable,
                         OpenError& error);
-  // open_session() in two halves. admit(): every check before connecting; the
-  // session then counts against the limits. start(): opens the admitted session
-  // on this manager's loop and connects.
-  std::optional<SessionTicket> admit(evhttp_request* req, std::string_view requested, bool resumable,
-                                     OpenError& error);
-  Session* start(SessionTicket ticket);
   // This thread's sessions and totals.
   Stats stats(bool with_sessions) const;
   // Checks the client address and Origin for a tunnel request; on refusal fills `error`.
@@ -173,6 +166,12 @@ class Manager {
   std::string load_rules();
   static void on_reap(evutil_socket_t, short, void* self);
   void reap();
+  // open_session() in two halves. admit(): every check before connecting; the
+  // session then counts against the limits. start(): opens the admitted session
+  // on this manager's loop and connects.
+  std::optional<SessionTicket> admit(evhttp_request* req, std::string_view requested, bool resumable,
+                                     OpenError& error);
+  Session* start(SessionTicket ticket);
   void connect_target(Session* s, const SessionTicket& t);
   void handle_status(evhttp_request* req);
   static void send_status(evhttp_request* req, Stats st);
